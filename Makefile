@@ -1,0 +1,41 @@
+# Two commands on a fresh machine with python3 and make: `make up` runs the platform, `make test` tests it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+
+.PHONY: install up down test bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+up: install
+	$(BIN)/python -m stack up
+
+down:
+	$(BIN)/python -m stack down
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+# Re-resolve requirements.txt into constraints.txt in a scratch venv.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade "pip==26.3"
+	.lock-venv/bin/python -m pip install --quiet -r requirements.txt
+	( echo "# Full resolve of requirements.txt for Python 3.11 (make lock). Used by every install."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | sort -f ) > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache

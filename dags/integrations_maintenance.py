@@ -1,0 +1,65 @@
+"""Daily housekeeping of the integrations database: abandoned runs, ledger retention, watermark lag."""
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from operators.dag_defaults import START_DATE, default_args
+from notifiers.on_call import OnCallNotifier
+
+DOC = """
+### integrations_maintenance
+
+Daily upkeep of the engine's own tables in the integrations database (`etl` schema).
+
+1. **close_abandoned_runs**: ledger rows still `running` after *abandoned_after_hours* belong to a
+   worker that died; they are marked `failed` (their load committed nothing).
+2. **prune_ledger**: ledger rows and their quarantine rows older than *retention_days* are deleted.
+3. **report_watermark_lag**: logs every pipeline scope with its watermark lag, last success and
+   recent failures; **fails** when a scope has had no successful run for *max_lag_hours*, so on-call hears of a
+   pipeline that silently stopped moving.
+
+On failure: see `docs/runbook.md`, section *integrations_maintenance*.
+"""
+
+
+@dag(
+    dag_id="integrations_maintenance",
+    schedule="@daily",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=["maintenance", "engine"],
+    doc_md=DOC,
+    default_args=default_args(owner="integrations"),
+    on_failure_callback=OnCallNotifier(),
+    params={
+        "retention_days": Param(90, type="integer", minimum=1, description="Keep ledger rows this many days."),
+        "abandoned_after_hours": Param(12, type="integer", minimum=1,
+                                       description="A run still 'running' after this long is marked failed."),
+        "max_lag_hours": Param(48, type="integer", minimum=1,
+                               description="Fail the report when a scope has had no successful run for this long."),
+    },
+)
+def integrations_maintenance():
+    @task
+    def close_abandoned_runs(params=None, run_id=None) -> int:
+        from operators.maintenance import close_abandoned
+
+        return close_abandoned(params["abandoned_after_hours"], run_id)
+
+    @task
+    def prune_ledger(params=None, run_id=None) -> int:
+        from operators.maintenance import prune
+
+        return prune(params["retention_days"], run_id)
+
+    @task
+    def report_watermark_lag(params=None) -> list[dict]:
+        from operators.maintenance import report_lag
+
+        return report_lag(params["max_lag_hours"])
+
+    close_abandoned_runs() >> prune_ledger() >> report_watermark_lag()
+
+
+integrations_maintenance()

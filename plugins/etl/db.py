@@ -1,0 +1,38 @@
+"""The one place that opens connections to the integrations database.
+
+Inside Airflow the database is the `integrations_db` connection; tools that run outside a task
+(migrations, tests, benchmarks) pass a URL. psycopg 3 is used directly because the loader needs
+its binary COPY API.
+"""
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+INTEGRATIONS_CONN_ID = "integrations_db"
+APPLICATION_NAME = "integrations-etl"
+
+
+def conninfo_from_airflow(conn_id: str = INTEGRATIONS_CONN_ID) -> str:
+    """Build a libpq conninfo from an Airflow connection (its password is masked by Airflow)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    params = {
+        "host": conn.host or "127.0.0.1",
+        "port": conn.port or 5432,
+        "dbname": conn.schema or "integrations",
+        "user": conn.login or None,
+        "password": conn.password or None,
+    }
+    extra = conn.extra_dejson or {}
+    for key in ("sslmode", "sslrootcert", "connect_timeout", "options"):
+        if key in extra:
+            params[key] = extra[key]
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def connect(conninfo: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection: to `conninfo` when given, else to the `integrations_db` connection."""
+    target = conninfo if conninfo is not None else conninfo_from_airflow()
+    return psycopg.connect(target, autocommit=autocommit, application_name=APPLICATION_NAME)

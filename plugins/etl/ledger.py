@@ -1,0 +1,141 @@
+"""The run ledger (a row per pipeline task run) and the quarantine of rejected records.
+
+A run is opened in its own committed transaction, so on-call sees it as `running` while it
+works; it is closed as `success` inside the load's transaction (counts commit with the rows
+they describe) or as `failed` in a fresh transaction after the load rolled back.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+
+ERROR_TEXT_LIMIT = 4000
+
+
+@dataclass
+class RunCounts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    pipeline: str
+    scope: str
+    run_id: str
+    mode: str
+    task_id: str | None = None
+    try_number: int | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    watermark_before: str | None = None
+
+
+def open_run(conn: psycopg.Connection, info: RunInfo) -> int:
+    """Insert a `running` ledger row and commit it at once; return its id."""
+    with conn.transaction():
+        return conn.execute(
+            """
+            INSERT INTO etl.run_ledger (pipeline, scope, run_id, task_id, try_number, mode,
+                                        window_start, window_end, watermark_before)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+            """,
+            (info.pipeline, info.scope, info.run_id, info.task_id, info.try_number, info.mode,
+             info.window_start, info.window_end, info.watermark_before),
+        ).fetchone()[0]
+
+
+def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *,
+              watermark_after: str | None, window_end: str | None = None) -> None:
+    """Mark the run `success` inside the caller's (load) transaction."""
+    conn.execute(
+        """
+        UPDATE etl.run_ledger SET status = 'success', finished_at = clock_timestamp(),
+               rows_read = %s, rows_inserted = %s, rows_updated = %s, rows_unchanged = %s,
+               rows_quarantined = %s, watermark_after = %s, window_end = coalesce(%s, window_end)
+         WHERE id = %s
+        """,
+        (counts.read, counts.inserted, counts.updated, counts.unchanged, counts.quarantined,
+         watermark_after, window_end, ledger_id),
+    )
+
+
+def fail_run(conn: psycopg.Connection, ledger_id: int, error: str) -> None:
+    """Mark the run `failed` with its error, in a transaction of its own."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE etl.run_ledger SET status = 'failed', finished_at = clock_timestamp(), error = %s WHERE id = %s",
+            (error[:ERROR_TEXT_LIMIT], ledger_id),
+        )
+
+
+@dataclass
+class QuarantineBuffer:
+    """Rejected records collected while the load's COPY stream is open.
+
+    The COPY holds the connection, so rejects cannot be inserted as they come; they are spooled
+    (in memory up to a few MB, then on disk) and written after the COPY, in the same transaction.
+    """
+
+    pipeline: str
+    scope: str
+    count: int = 0
+    _spool: tempfile.SpooledTemporaryFile = field(
+        default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024, mode="w+", encoding="utf-8")
+    )
+
+    def add(self, record_key: str | None, reason: str, payload: object) -> None:
+        self._spool.write(json.dumps([record_key, reason, payload], default=str) + "\n")
+        self.count += 1
+
+    def _entries(self) -> Iterator[tuple[str | None, str, str]]:
+        self._spool.seek(0)
+        for line in self._spool:
+            record_key, reason, payload = json.loads(line)
+            yield record_key, reason, json.dumps(payload)
+
+    def flush(self, conn: psycopg.Connection, ledger_id: int) -> int:
+        """Write the spooled rejects into etl.quarantine inside the caller's transaction."""
+        if self.count:
+            with conn.cursor().copy(
+                "COPY etl.quarantine (ledger_id, pipeline, scope, record_key, reason, payload) FROM STDIN"
+            ) as copy:
+                for record_key, reason, payload in self._entries():
+                    copy.write_row((ledger_id, self.pipeline, self.scope, record_key, reason, payload))
+        self._spool.close()
+        return self.count
+
+
+def prune(conn: psycopg.Connection, *, older_than_days: int, batch_size: int = 10_000) -> int:
+    """Delete finished ledger rows (and their quarantine rows) older than the retention, in batches."""
+    if older_than_days < 1:
+        raise ValueError("retention must be at least one day")
+    total = 0
+    while True:
+        with conn.transaction():
+            deleted = conn.execute(
+                """
+                WITH doomed AS (
+                    SELECT id FROM etl.run_ledger
+                     WHERE status <> 'running' AND started_at < now() - make_interval(days => %s)
+                     ORDER BY id LIMIT %s
+                ), gone_quarantine AS (
+                    DELETE FROM etl.quarantine q USING doomed WHERE q.ledger_id = doomed.id
+                )
+                DELETE FROM etl.run_ledger l USING doomed WHERE l.id = doomed.id
+                """,
+                (older_than_days, batch_size),
+            ).rowcount
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -1,0 +1,1 @@
+"""One hook per external system (filled by the vendor-layer issue)."""

@@ -1,0 +1,1 @@
+"""Notifiers: what on-call receives when a task fails."""

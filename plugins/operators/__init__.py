@@ -1,0 +1,1 @@
+"""Reusable Airflow operators and DAG building blocks over the `etl` engine."""

@@ -1,0 +1,180 @@
+"""`make up` / `make down`: the whole platform on one machine.
+
+    python -m stack up      embedded PostgreSQL (unless URLs are given), migrations, connections,
+                            then the Airflow API server (UI on :8080), scheduler, DAG processor
+                            and triggerer in the foreground; Ctrl-C stops everything it started.
+    python -m stack down    from another shell: stop what `up` started, by pid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from stack import settings
+from stack.connections import platform_connections
+from stack.embedded_pg import EmbeddedPostgres
+from stack.processes import ProcessGroup, stop_recorded
+
+COMPONENTS = {
+    "api-server": ["api-server", "--port", str(settings.API_PORT)],
+    "scheduler": ["scheduler"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer"],
+}
+
+
+def embedded_server() -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.PGDATA, settings.EMBEDDED_PG_PORT)
+
+
+def resolve_databases() -> tuple[str, str, EmbeddedPostgres | None]:
+    """(integrations URL, Airflow metadata SQLAlchemy URL, embedded server if one is needed)."""
+    integrations = os.environ.get("INTEGRATIONS_DATABASE_URL")
+    metadata = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    server = None
+    if not integrations or not metadata:
+        server = embedded_server()
+        print(f"starting embedded PostgreSQL on 127.0.0.1:{server.port} (data in {settings.PGDATA})", flush=True)
+        server.start()
+        if not integrations:
+            server.create_database("integrations")
+            integrations = server.url("integrations")
+        if not metadata:
+            server.create_database("airflow")
+            metadata = server.url("airflow").replace("postgresql://", "postgresql+psycopg2://", 1)
+    return integrations, metadata, server
+
+
+def airflow_cli(env: dict, *args: str) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def write_connections(env: dict, integrations_url: str) -> None:
+    path = settings.AIRFLOW_HOME / "connections.json"
+    path.write_text(json.dumps(platform_connections(integrations_url)))
+    path.chmod(0o600)
+    try:
+        airflow_cli(env, "connections", "import", "--overwrite", str(path))
+    finally:
+        path.unlink()
+
+
+def wait_for_api(group: ProcessGroup, timeout_seconds: int = 180) -> None:
+    url = f"http://127.0.0.1:{settings.API_PORT}/api/v2/monitor/health"
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        group.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"the API server did not answer on {url} within {timeout_seconds} s; see {settings.LOG_DIR}")
+
+
+def up() -> int:
+    stop_running_stack(quiet=True)  # a stack left running by an earlier `up` is stopped first
+    settings.UP_PID_FILE.parent.mkdir(parents=True, exist_ok=True)
+    settings.UP_PID_FILE.write_text(str(os.getpid()))
+    integrations_url, metadata_url, _ = resolve_databases()
+    sys.path.insert(0, str(settings.ROOT / "plugins"))
+    from etl import migrate
+    from etl.db import connect
+
+    with connect(integrations_url, autocommit=True) as conn:
+        applied = migrate.migrate(conn)
+    print(f"integrations database migrated ({len(applied)} new migration(s))", flush=True)
+
+    local = settings.local_secrets()
+    env = {**os.environ, **settings.airflow_environment(metadata_url, local)}
+    print("migrating the Airflow metadata database", flush=True)
+    airflow_cli(env, "db", "migrate")
+    write_connections(env, integrations_url)
+
+    settings.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    group = ProcessGroup(settings.PID_FILE, settings.LOG_DIR)
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for name, args in COMPONENTS.items():
+            group.start(name, [str(Path(sys.executable).with_name("airflow")), *args], env)
+        wait_for_api(group)
+        print(
+            "\nAirflow is up.\n"
+            f"  UI:     http://127.0.0.1:{settings.API_PORT}\n"
+            f"  login:  {settings.ADMIN_USER} / {local.admin_password}\n"
+            f"  logs:   {settings.LOG_DIR}\n"
+            "Ctrl-C here, or `make down` from another shell, stops it.\n",
+            flush=True,
+        )
+        while not stop["requested"]:
+            group.check_alive()
+            time.sleep(1)
+    except Exception as exc:  # a component died or never came up: say which, then clean up
+        print(f"\nstack failed: {exc}", file=sys.stderr, flush=True)
+        return_code = 1
+    else:
+        return_code = 0
+    finally:
+        print("stopping Airflow processes", flush=True)
+        group.stop_all()
+        stop_embedded()
+        settings.UP_PID_FILE.unlink(missing_ok=True)
+    return return_code
+
+
+def stop_embedded() -> None:
+    server = embedded_server()
+    if server.is_running():
+        print("stopping embedded PostgreSQL", flush=True)
+        server.stop()
+
+
+def stop_running_stack(*, quiet: bool) -> None:
+    """Ask a running `up` to shut down (it stops its own children); clean up after a dead one."""
+    up_pid = int(settings.UP_PID_FILE.read_text()) if settings.UP_PID_FILE.exists() else None
+    if up_pid and psutil.pid_exists(up_pid) and "stack" in " ".join(psutil.Process(up_pid).cmdline()):
+        if not quiet:
+            print(f"asking `make up` (pid {up_pid}) to stop", flush=True)
+        os.kill(up_pid, signal.SIGTERM)
+        try:
+            psutil.Process(up_pid).wait(timeout=60)
+        except psutil.TimeoutExpired:
+            print(f"`make up` (pid {up_pid}) did not stop within 60 s; stopping its processes directly", flush=True)
+    stop_recorded(settings.PID_FILE, quiet=quiet)
+    stop_embedded()
+    settings.UP_PID_FILE.unlink(missing_ok=True)
+
+
+def down() -> int:
+    stop_running_stack(quiet=False)
+    print("stack stopped")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"up": up, "down": down}
+    if len(argv) != 1 or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""Where the local platform keeps its state, and the environment every Airflow process gets."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = ROOT / ".local"                # ignored by git: data, logs, pids, generated secrets
+PGDATA = LOCAL / "postgres" / "data"
+AIRFLOW_HOME = LOCAL / "airflow"
+LOG_DIR = LOCAL / "logs"
+PID_FILE = LOCAL / "stack.pids"
+UP_PID_FILE = LOCAL / "stack.up.pid"
+SECRETS_FILE = LOCAL / "secrets.json"
+
+EMBEDDED_PG_PORT = int(os.environ.get("EMBEDDED_PG_PORT", "5433"))
+API_PORT = int(os.environ.get("AIRFLOW_API_PORT", "8080"))
+ADMIN_USER = "admin"
+
+
+@dataclass(frozen=True)
+class LocalSecrets:
+    """Generated once per checkout and kept in .local/, so restarts keep sessions and encrypted values."""
+
+    fernet_key: str
+    jwt_secret: str
+    admin_password: str
+
+
+def local_secrets() -> LocalSecrets:
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    if SECRETS_FILE.exists():
+        return LocalSecrets(**json.loads(SECRETS_FILE.read_text()))
+    generated = LocalSecrets(
+        fernet_key=Fernet.generate_key().decode(),
+        jwt_secret=secrets.token_urlsafe(32),
+        admin_password=secrets.token_urlsafe(12),
+    )
+    SECRETS_FILE.write_text(json.dumps(generated.__dict__))
+    SECRETS_FILE.chmod(0o600)
+    return generated
+
+
+def airflow_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str]:
+    """Configuration shared by the CLI calls and the four Airflow processes of `make up`."""
+    passwords_file = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    passwords_file.write_text(json.dumps({ADMIN_USER: local.admin_password}))
+    passwords_file.chmod(0o600)
+    return {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__FERNET_KEY": local.fernet_key,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(API_PORT),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": local.jwt_secret,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+    }
