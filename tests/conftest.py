@@ -1,0 +1,153 @@
+"""Test fixtures: a real PostgreSQL for the session, a fresh migrated database per test module.
+
+The server is the embedded one (started in a temporary folder on a free port) unless
+TEST_DATABASE_URL names a server we may create databases on. Airflow is configured before it
+is first imported: its metadata database lives on the same server, for the DAG tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="integrations-tests-"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+_EXTERNAL = os.environ.get("TEST_DATABASE_URL")
+_PORT = None if _EXTERNAL else _free_port()
+SERVER_URL = _EXTERNAL or f"postgresql://postgres@127.0.0.1:{_PORT}/postgres"
+_RUN = uuid.uuid4().hex[:8]
+AIRFLOW_DB = f"airflow_test_{_RUN}"
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_TMP / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # dag.test() serializes DAGs from the configured bundles: ours, plus the tests' own DAGs.
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+            {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+             "kwargs": {"path": str(ROOT / "dags")}},
+            {"name": "test-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+             "kwargs": {"path": str(ROOT / "tests" / "dags")}},
+        ]),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _with_database(SERVER_URL, AIRFLOW_DB).replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        ),
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """Admin URL of a running PostgreSQL server (embedded unless TEST_DATABASE_URL is set)."""
+    if _EXTERNAL:
+        yield SERVER_URL
+        return
+    from stack.embedded_pg import EmbeddedPostgres
+
+    server = EmbeddedPostgres(_TMP / "pg" / "data", _PORT).start(
+        server_options=("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+    )
+    yield SERVER_URL
+    server.stop()
+
+
+def _create_database(server_url: str, name: str, template: str | None = None) -> str:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return _with_database(server_url, name)
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server):
+    """A database with every migration applied, cloned by each test module."""
+    from etl import migrate
+    from etl.db import connect
+
+    name = f"integrations_template_{_RUN}"
+    url = _create_database(pg_server, name)
+    with connect(url, autocommit=True) as conn:
+        migrate.migrate(conn)
+    yield name
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def empty_db(pg_server, request):
+    """A fresh database with nothing in it (for the migration tests)."""
+    name = f"t_{_RUN}_{uuid.uuid4().hex[:8]}"
+    yield _create_database(pg_server, name)
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def db_url(pg_server, migrated_template):
+    """A fresh, migrated integrations database for this test module; also the `integrations_db` connection."""
+    name = f"t_{_RUN}_{uuid.uuid4().hex[:8]}"
+    url = _create_database(pg_server, name, template=migrated_template)
+    previous = os.environ.get("AIRFLOW_CONN_INTEGRATIONS_DB")
+    os.environ["AIRFLOW_CONN_INTEGRATIONS_DB"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("AIRFLOW_CONN_INTEGRATIONS_DB", None)
+    else:
+        os.environ["AIRFLOW_CONN_INTEGRATIONS_DB"] = previous
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def conn(db_url):
+    from etl.db import connect
+
+    with connect(db_url) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def airflow_db(pg_server):
+    """Airflow's metadata database, migrated, for tests that run DAGs with dag.test()."""
+    _create_database(pg_server, AIRFLOW_DB)
+    from airflow.utils.db import upgradedb
+
+    upgradedb()
+    yield
+    from airflow import settings
+
+    settings.dispose_orm()
+    _drop_database(pg_server, AIRFLOW_DB)
