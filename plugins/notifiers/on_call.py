@@ -8,8 +8,11 @@ not hide the failure it reports.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import urllib.error
+import urllib.request
 
 from airflow.sdk import BaseNotifier
 from airflow.sdk.log import mask_secret
@@ -57,14 +60,17 @@ class OnCallNotifier(BaseNotifier):
 
 
 def post_summary(url: str, summary: str, timeout_seconds: float) -> None:
-    import requests
-
+    """POST with the standard library: unlike urllib3, it never logs the request path (the token)."""
     mask_secret(url)
+    request = urllib.request.Request(
+        url, data=json.dumps({"text": summary}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
-        response = requests.post(url, json={"text": summary}, timeout=timeout_seconds)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        # The exception text can contain the URL; report only its class and status.
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        log.warning("on-call webhook post failed (%s%s); the summary above is in the log",
-                    type(exc).__name__, f", HTTP {status}" if status else "")
+        with urllib.request.urlopen(request, timeout=timeout_seconds):
+            pass
+    except urllib.error.HTTPError as exc:
+        log.warning("on-call webhook post failed (HTTP %s); the summary above is in the log", exc.code)
+    except (OSError, ValueError) as exc:
+        # The exception text can contain the URL; report only its class.
+        log.warning("on-call webhook post failed (%s); the summary above is in the log", type(exc).__name__)
