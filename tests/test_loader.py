@@ -106,3 +106,30 @@ def test_loads_inside_the_callers_transaction(conn):
     loader.upsert(conn, SALES, rows(10))
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM scratch.sales").fetchone() == (0,)
+
+
+def test_a_row_committed_meanwhile_by_another_transaction_is_updated_not_duplicated(conn, db_url):
+    import threading
+    import time
+
+    from etl.db import connect
+
+    with connect(db_url) as other:
+        other.execute("INSERT INTO scratch.sales (txn_id, occurred_at, amount, is_refund) VALUES ('S00002', now(), 1, false)")
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(counts=loader.upsert(conn, SALES, rows(5))))
+        worker.start()
+        time.sleep(0.5)  # the upsert now waits on the other transaction's uncommitted key
+        other.commit()
+        worker.join(timeout=30)
+    conn.commit()
+    assert result["counts"].as_dict() == {"staged": 5, "inserted": 4, "updated": 1, "unchanged": 0}
+    assert conn.execute("SELECT amount FROM scratch.sales WHERE txn_id = 'S00002'").fetchone() == (Decimal("12.00"),)
+
+
+def test_a_table_of_key_columns_only(conn):
+    conn.execute("CREATE TABLE scratch.tags (sale text, tag text, PRIMARY KEY (sale, tag))")
+    tags = TargetTable("scratch", "tags", ("sale", "tag"))
+    assert loader.upsert(conn, tags, [("S1", "a"), ("S1", "b")]).inserted == 2
+    assert loader.upsert(conn, tags, [("S1", "a"), ("S2", "a"), ("S2", "a")]).as_dict() == {
+        "staged": 3, "inserted": 1, "updated": 0, "unchanged": 2}

@@ -1,0 +1,39 @@
+"""The PostgreSQL a benchmark runs against: BENCH_DATABASE_URL, or an embedded server of its own."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import psycopg
+from psycopg import sql
+
+from stack import settings
+from stack.embedded_pg import EmbeddedPostgres
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def bench_database(name: str = "bench"):
+    """Yield the URL of a fresh database `name`, dropped afterwards."""
+    server_url = os.environ.get("BENCH_DATABASE_URL")
+    server = None
+    if not server_url:
+        server = EmbeddedPostgres(settings.LOCAL / "bench-postgres" / "data", _free_port()).start()
+        server_url = server.url()
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if server:
+            server.stop()
