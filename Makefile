@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: install up down test bench lock clean
+.PHONY: install up down test bench lock clean smoke
 
 install: $(STAMP)
 
@@ -39,3 +39,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Trigger the maintenance DAG on the running `make up` stack through the REST API and wait for success.
+smoke:
+	$(BIN)/python -m stack.smoke integrations_maintenance

@@ -148,18 +148,35 @@ def stop_embedded() -> None:
 
 def stop_running_stack(*, quiet: bool) -> None:
     """Ask a running `up` to shut down (it stops its own children); clean up after a dead one."""
-    up_pid = int(settings.UP_PID_FILE.read_text()) if settings.UP_PID_FILE.exists() else None
-    if up_pid and psutil.pid_exists(up_pid) and "stack" in " ".join(psutil.Process(up_pid).cmdline()):
+    up = _running_up()
+    if up is not None:
         if not quiet:
-            print(f"asking `make up` (pid {up_pid}) to stop", flush=True)
-        os.kill(up_pid, signal.SIGTERM)
-        try:
-            psutil.Process(up_pid).wait(timeout=60)
-        except psutil.TimeoutExpired:
-            print(f"`make up` (pid {up_pid}) did not stop within 60 s; stopping its processes directly", flush=True)
+            print(f"asking `make up` (pid {up.pid}) to stop", flush=True)
+        up.terminate()
+        deadline = time.monotonic() + 90
+        while _is_live(up) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _is_live(up):
+            print(f"`make up` (pid {up.pid}) did not stop within 90 s; stopping its processes directly", flush=True)
     stop_recorded(settings.PID_FILE, quiet=quiet)
     stop_embedded()
     settings.UP_PID_FILE.unlink(missing_ok=True)
+
+
+def _running_up() -> psutil.Process | None:
+    try:
+        process = psutil.Process(int(settings.UP_PID_FILE.read_text()))
+        return process if _is_live(process) and "stack" in " ".join(process.cmdline()) else None
+    except (FileNotFoundError, ValueError, psutil.Error):
+        return None
+
+
+def _is_live(process: psutil.Process) -> bool:
+    """Running and not a zombie (an exited `up` whose parent has not reaped it yet)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def down() -> int:

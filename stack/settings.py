@@ -10,7 +10,9 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = ROOT / ".local"                # ignored by git: data, logs, pids, generated secrets
+# Ignored by git: data, logs, pids, generated secrets. STACK_LOCAL_DIR moves it (the stack test
+# runs a second platform beside a developer's own).
+LOCAL = Path(os.environ.get("STACK_LOCAL_DIR") or ROOT / ".local")
 PGDATA = LOCAL / "postgres" / "data"
 AIRFLOW_HOME = LOCAL / "airflow"
 LOG_DIR = LOCAL / "logs"
