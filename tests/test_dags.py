@@ -152,3 +152,20 @@ def test_incremental_operator_runs_and_backfills_through_a_dag(airflow_db, conn)
 
     bad = {"mode": "backfill", "start": "yesterday", "end": "2026-01-02T00:00:00+00:00"}
     assert str(dag.test(run_conf=bad).state) == "failed"
+
+
+def test_watermark_reset_dag_rewinds_with_a_recorded_reason(airflow_db, dagbag, conn):
+    from etl import watermarks
+
+    conn.execute("TRUNCATE etl.watermarks, etl.watermark_history")
+    conn.commit()
+    with conn.transaction():
+        watermarks.advance(conn, "qbo_sales", "realm-1", "timestamp",
+                           dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc), run_id="r1")
+    conf = {"pipeline": "qbo_sales", "scope": "realm-1", "kind": "timestamp",
+            "value": "2026-05-01T00:00:00+00:00", "reason": "QBO restored a backup of May"}
+    run = dagbag.get_dag("watermark_reset").test(run_conf=conf)
+    assert str(run.state) == "success", _task_states(run)
+    assert watermarks.read(conn, "qbo_sales", "realm-1").value == dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    assert conn.execute("SELECT action, old_value, reason FROM etl.watermark_history ORDER BY id DESC LIMIT 1"
+                        ).fetchone() == ("reset", "2026-06-01T00:00:00+00:00", "QBO restored a backup of May")
