@@ -133,3 +133,31 @@ def test_a_table_of_key_columns_only(conn):
     assert loader.upsert(conn, tags, [("S1", "a"), ("S1", "b")]).inserted == 2
     assert loader.upsert(conn, tags, [("S1", "a"), ("S2", "a"), ("S2", "a")]).as_dict() == {
         "staged": 3, "inserted": 1, "updated": 0, "unchanged": 2}
+
+
+def test_dataframe_chunks_stream_through_the_loader(conn):
+    import pandas
+
+    frames = (
+        pandas.DataFrame({
+            "txn_id": [f"F{start + i}" for i in range(3)],
+            "occurred_at": pandas.to_datetime(["2026-05-01T10:00:00Z"] * 3),
+            "amount": [Decimal("1.10"), Decimal("2.20"), Decimal("3.30")],
+            "is_refund": [False, True, False],
+            "note": ["a", float("nan"), None],
+            "ignored_extra_column": [1, 2, 3],
+        })
+        for start in (0, 3)
+    )
+    counts = loader.upsert(conn, SALES, loader.rows_from_frames(frames, SALES.columns))
+    assert counts.inserted == 6
+    assert conn.execute("SELECT count(*) FROM scratch.sales WHERE note IS NULL").fetchone() == (4,)
+    assert conn.execute("SELECT occurred_at, amount FROM scratch.sales WHERE txn_id = 'F4'").fetchone() == (
+        dt.datetime(2026, 5, 1, 10, 0, tzinfo=dt.timezone.utc), Decimal("2.20"))
+
+
+def test_dataframe_without_a_declared_column_is_refused():
+    import pandas
+
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['note'\]"):
+        list(loader.rows_from_frames([pandas.DataFrame({c: [] for c in SALES.columns[:-1]})], SALES.columns))

@@ -9,7 +9,7 @@ the caller commits rows, watermark and ledger together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -59,6 +59,19 @@ def upsert(conn: psycopg.Connection, table: TargetTable, rows: Iterable[Sequence
     counts = UpsertCounts(staged, inserted, updated)
     log.info("upsert %s: %s", table.qualified_name, counts.as_dict())
     return counts
+
+
+def rows_from_frames(frames: Iterable, columns: Sequence[str]) -> Iterator[tuple]:
+    """Tuples in `columns` order from DataFrame chunks (e.g. `read_csv(chunksize=…)`), NaN/NaT as NULL.
+
+    One chunk is converted at a time, so memory stays bounded by the chunk size.
+    """
+    for frame in frames:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"DataFrame chunk lacks column(s) {missing}")
+        chunk = frame[list(columns)].astype(object)
+        yield from chunk.where(chunk.notna(), None).itertuples(index=False, name=None)
 
 
 def _copy_rows(conn, shape: TableShape, staging, columns, rows: Iterable[Sequence]) -> int:
