@@ -151,3 +151,62 @@ def airflow_db(pg_server):
 
     settings.dispose_orm()
     _drop_database(pg_server, AIRFLOW_DB)
+
+
+@pytest.fixture(scope="session")
+def sandbox_url():
+    """Base URL of `python -m sandbox`, started once for the session on a free port."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port)], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the sandbox did not start") from None
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+class SandboxControl:
+    """The tests' handle on the sandbox: reset, faults, and the requests it received."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/_sandbox{path}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")
+
+    def faults(self, vendor: str, **faults) -> None:
+        self._call("PUT", f"/faults/{vendor}", faults)
+
+    def requests(self, vendor: str) -> list[dict]:
+        return self._call("GET", f"/requests?vendor={vendor}")["requests"]
+
+
+@pytest.fixture
+def sandbox(sandbox_url):
+    control = SandboxControl(sandbox_url)
+    control.reset()
+    yield control
+    control.reset()

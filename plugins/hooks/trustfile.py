@@ -1,0 +1,141 @@
+"""Avalara TrustFile: the Items API we push sales and refunds to, and the v4 signup.
+
+Connection `trustfile_default` (type `trustfile`):
+  host      Items API base URL, e.g. https://api.trustfile.avalara.com (test: https://stable-api.trustfile.avalara.com)
+  password  the extractor_to_avalara_token (sent as `Authorization: Bearer …`)
+  extra     {"provisioning_url": "https://app.trustfile.avalara.com"} (test: https://stable.trustfile.avalara.com)
+
+TrustFile's quirks, kept here: at most 1000 items a call, and a batch is all or nothing — one
+invalid item and nothing is processed, with one error per fault naming `.items[i]`. `push_items`
+therefore reports rejected items one by one and pushes the rest of their batch again.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from hooks.vendor_http import VendorApiError, VendorHttpHook
+
+MAX_ITEMS_PER_CALL = 1000
+_ITEM_PATH = re.compile(r"^\.items\[(\d+)\]")
+
+
+@dataclass
+class PushReport:
+    calls: int = 0
+    processed: int = 0
+    rejected: dict[str, list[str]] = field(default_factory=dict)   # itemId -> TrustFile's messages
+
+
+def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class TrustFileHook(VendorHttpHook):
+    vendor = "TrustFile"
+    conn_name_attr = "trustfile_conn_id"
+    default_conn_name = "trustfile_default"
+    conn_type = "trustfile"
+    hook_name = "Avalara TrustFile"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Items API base URL", "password": "extractor_to_avalara token"},
+            "placeholders": {"host": "https://api.trustfile.avalara.com",
+                             "extra": '{"provisioning_url": "https://app.trustfile.avalara.com"}'},
+        }
+
+    def authenticate(self, session) -> None:
+        if not self.connection.password:
+            raise ValueError(f"connection {self.conn_id!r} has no password (the extractor_to_avalara token)")
+        session.headers["Authorization"] = f"Bearer {self.connection.password}"
+
+    @property
+    def provisioning_url(self) -> str:
+        url = (self.connection.extra_dejson or {}).get("provisioning_url")
+        if not url:
+            raise ValueError(f"connection {self.conn_id!r} has no extra provisioning_url")
+        return url.rstrip("/")
+
+    # ---- Items API --------------------------------------------------------------------------
+
+    def push_items(self, connection_id: str, items: Iterable[dict]) -> PushReport:
+        """Upsert items in calls of at most 1000; reject invalid items individually, push the rest."""
+        report = PushReport()
+        for batch in _batches(items, MAX_ITEMS_PER_CALL):
+            self._push_batch(connection_id, batch, report)
+        return report
+
+    def _push_batch(self, connection_id: str, batch: list[dict], report: PushReport) -> None:
+        path = f"/v3/connections/{connection_id}/items"
+        try:
+            response = self.request("POST", path, json={"items": batch})
+        except VendorApiError as exc:
+            report.calls += 1
+            bad = self._rejected_items(exc, batch)
+            if exc.status != 400 or not bad:
+                raise
+            for index, messages in bad.items():
+                report.rejected.setdefault(str(batch[index].get("itemId")), []).extend(messages)
+            rest = [item for index, item in enumerate(batch) if index not in bad]
+            if rest:
+                self._push_batch(connection_id, rest, report)
+            return
+        report.calls += 1
+        report.processed += int(response.json().get("processed", 0))
+
+    @staticmethod
+    def _rejected_items(exc: VendorApiError, batch: list[dict]) -> dict[int, list[str]]:
+        """Map TrustFile's per-item errors to batch positions; empty when an error names no item."""
+        errors = getattr(exc, "body", {}).get("errors") or []
+        bad: dict[int, list[str]] = {}
+        for error in errors:
+            match = _ITEM_PATH.match(str(error.get("dataPath", "")))
+            if not match or int(match.group(1)) >= len(batch):
+                return {}
+            field_path = error["dataPath"][match.end():].lstrip(".")
+            bad.setdefault(int(match.group(1)), []).append(
+                f"{field_path + ': ' if field_path else ''}{error.get('message', 'rejected')}")
+        return bad
+
+    def error_for(self, method, url, response):
+        error = super().error_for(method, url, response)
+        try:
+            error.body = response.json()
+        except ValueError:
+            error.body = {}
+        return error
+
+    def get_item(self, connection_id: str, item_id: str) -> list[dict]:
+        """The sale and/or refund stored under `item_id`."""
+        return self.request("GET", f"/v3/connections/{connection_id}/items/{item_id}").json()["items"]
+
+    def get_company(self, connection_id: str) -> dict:
+        return self.request("GET", f"/v3/connections/{connection_id}").json()["company"]
+
+    # ---- provisioning -----------------------------------------------------------------------
+
+    def signup(self, *, email: str, company_name: str, **fields) -> str:
+        """Create the TrustFile account; return its company token (the connection id we push to)."""
+        body = {"email": email, "companyName": company_name, **fields}
+        response = self.request("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
+        payload = response.json()
+        if payload.get("status") != "Success" or not payload.get("companyToken"):
+            message = (payload.get("notification") or {}).get("message", "no companyToken in the answer")
+            raise VendorApiError(self.vendor, "POST", "/v4/company/signup", response.status_code, message,
+                                 hint="the account was not created; retry the provisioning run")
+        return payload["companyToken"]
+
+    def check_credentials(self) -> None:
+        """An unknown connection answers 404 to a valid token and 401 to an invalid one."""
+        try:
+            self.request("GET", "/v3/connections/credential-check")
+        except VendorApiError as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,22 @@
+"""The sandbox's root app: each vendor under its own prefix, the control API under /_sandbox."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from sandbox.core import SandboxState, control_app
+from sandbox.trustfile import TrustFileSandbox
+
+
+def build_app(seed: int = 7) -> FastAPI:
+    state = SandboxState(seed)
+    vendors = [TrustFileSandbox(state)]
+    root = FastAPI(title="vendor sandbox")
+
+    @root.get("/health")
+    def health():
+        return {"status": "ok", "vendors": [v.name for v in vendors]}
+
+    root.mount("/_sandbox", control_app(state, vendors))
+    for vendor in vendors:
+        root.mount(f"/{vendor.name}", vendor.app)
+    return root
