@@ -113,6 +113,13 @@ def control_app(state: SandboxState, vendors: list) -> FastAPI:
             state.faults[vendor] = Faults(**faults)
         return asdict(state.faults[vendor])
 
+    @app.get("/state/{vendor}")
+    def vendor_state(vendor: str):
+        for v in vendors:
+            if v.name == vendor and hasattr(v, "inspect"):
+                return v.inspect()
+        return JSONResponse({"message": f"no inspectable vendor {vendor}"}, status_code=404)
+
     @app.post("/reset")
     def reset():
         state.reset()

@@ -200,6 +200,9 @@ class SandboxControl:
     def faults(self, vendor: str, **faults) -> None:
         self._call("PUT", f"/faults/{vendor}", faults)
 
+    def state(self, vendor: str) -> dict:
+        return self._call("GET", f"/state/{vendor}")
+
     def requests(self, vendor: str) -> list[dict]:
         return self._call("GET", f"/requests?vendor={vendor}")["requests"]
 

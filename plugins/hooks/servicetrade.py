@@ -1,0 +1,137 @@
+"""ServiceTrade: session-per-transaction auth, paged lists, and the job list's status default.
+
+Connection `servicetrade_default` (type `servicetrade`; one connection per customer account):
+  host      API base URL, e.g. https://api.servicetrade.com/api
+  login     API user name
+  password  its password
+
+ServiceTrade keeps a few sessions per user and silently evicts the oldest, so every unit of work
+opens its own session and always closes it (`with hook.transaction():`), and a 401 in the
+middle (our session was evicted by another login of the same user) re-authenticates once.
+The job list answers only `scheduled` jobs unless told otherwise: `list_jobs` always names the
+statuses it wants.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
+
+log = logging.getLogger(__name__)
+
+# Every status, canceled included: `all` would silently leave canceled jobs out.
+ALL_JOB_STATUSES = ("new", "canceled", "bidding", "scheduled", "completed", "pending_invoice",
+                    "sending_invoice", "closed")
+PLURAL = {"job": "jobs", "invoice": "invoices", "location": "locations", "company": "companies"}
+PAGE_LIMIT = {"job": 1000, "invoice": 1000, "location": 1000, "company": 500}
+
+
+def unix_seconds(moment: dt.datetime | int) -> int:
+    if isinstance(moment, dt.datetime):
+        if moment.tzinfo is None:
+            raise ValueError("updated_after needs a timezone-aware datetime")
+        return int(moment.timestamp())
+    return int(moment)
+
+
+class ServiceTradeHook(VendorHttpHook):
+    vendor = "ServiceTrade"
+    conn_name_attr = "servicetrade_conn_id"
+    default_conn_name = "servicetrade_default"
+    conn_type = "servicetrade"
+    hook_name = "ServiceTrade"
+
+    def __init__(self, conn_id: str | None = None, **kwargs):
+        super().__init__(conn_id, **kwargs)
+        self._token: str | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["schema", "port", "extra"],
+            "relabeling": {"host": "API base URL", "login": "User name"},
+            "placeholders": {"host": "https://api.servicetrade.com/api"},
+        }
+
+    # ---- the session transaction ------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator["ServiceTradeHook"]:
+        """Open a session, yield, and end the session whatever happened inside."""
+        self._login()
+        try:
+            yield self
+        finally:
+            self._logout()
+
+    def _login(self) -> None:
+        conn = self.connection
+        if not conn.login or not conn.password:
+            raise ValueError(f"connection {self.conn_id!r} needs login and password")
+        response = self.request("POST", "/auth", json={"username": conn.login, "password": conn.password})
+        token = (response.json().get("data") or {}).get("authToken")
+        if not token:
+            raise VendorApiError(self.vendor, "POST", "/auth", response.status_code, "no authToken in the answer")
+        register_secret(token)
+        self.session.cookies.clear()  # the session cookie travels explicitly, per call
+        self._token = token
+
+    def _logout(self) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            self.request("DELETE", "/auth", cookies={"PHPSESSID": token})
+        except VendorApiError as exc:
+            # An evicted session answers 403 here; either way ours is gone. Never mask the real error.
+            log.warning("ending the ServiceTrade session failed (%s); it expires on ServiceTrade's side", exc)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict:
+        """One call inside `transaction()`; a 401 (session evicted) re-authenticates once and retries."""
+        if self._token is None:
+            raise RuntimeError("ServiceTrade calls run inside `with hook.transaction():`")
+        try:
+            return self.request(method, path, cookies={"PHPSESSID": self._token}, **kwargs).json()
+        except VendorApiError as exc:
+            if exc.status != 401:
+                raise
+            log.warning("ServiceTrade session evicted (another login of this user); authenticating again")
+            self._login()
+            return self.request(method, path, cookies={"PHPSESSID": self._token}, **kwargs).json()
+
+    # ---- lists --------------------------------------------------------------------------------
+
+    def paginate(self, entity: str, params: dict[str, Any]) -> Iterator[dict]:
+        """Every record of a list, one page in memory at a time."""
+        page = 1
+        while True:
+            data = self.call("GET", f"/{entity}", params={**params, "page": page, "limit": PAGE_LIMIT[entity]})
+            data = data.get("data") or {}
+            if PLURAL[entity] not in data or "totalPages" not in data:
+                raise VendorApiError(self.vendor, "GET", f"/{entity}", 200,
+                                     f"list answer without {PLURAL[entity]!r}/totalPages: {sorted(data)}",
+                                     hint="unexpected response shape; nothing was loaded")
+            yield from data[PLURAL[entity]]
+            if page >= int(data["totalPages"]):
+                return
+            page += 1
+
+    def list_jobs(self, updated_after: dt.datetime | int, statuses: Sequence[str] = ALL_JOB_STATUSES) -> Iterator[dict]:
+        return self.paginate("job", {"updatedAfter": unix_seconds(updated_after), "status": ",".join(statuses)})
+
+    def list_invoices(self, updated_after: dt.datetime | int) -> Iterator[dict]:
+        return self.paginate("invoice", {"updatedAfter": unix_seconds(updated_after)})
+
+    def list_locations(self, updated_after: dt.datetime | int) -> Iterator[dict]:
+        return self.paginate("location", {"updatedAfter": unix_seconds(updated_after)})
+
+    def list_companies(self, updated_after: dt.datetime | int) -> Iterator[dict]:
+        return self.paginate("company", {"updatedAfter": unix_seconds(updated_after)})
+
+    def check_credentials(self) -> None:
+        with self.transaction():
+            pass
