@@ -120,6 +120,13 @@ def control_app(state: SandboxState, vendors: list) -> FastAPI:
                 return v.inspect()
         return JSONResponse({"message": f"no inspectable vendor {vendor}"}, status_code=404)
 
+    @app.put("/control/{vendor}")
+    def vendor_control(vendor: str, payload: dict):
+        for v in vendors:
+            if v.name == vendor and hasattr(v, "control"):
+                return v.control(payload)
+        return JSONResponse({"message": f"no controllable vendor {vendor}"}, status_code=404)
+
     @app.post("/reset")
     def reset():
         state.reset()

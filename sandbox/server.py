@@ -4,13 +4,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from sandbox.core import SandboxState, control_app
+from sandbox.qbo import QboSandbox
 from sandbox.servicetrade import ServiceTradeSandbox
 from sandbox.trustfile import TrustFileSandbox
 
 
 def build_app(seed: int = 7) -> FastAPI:
     state = SandboxState(seed)
-    vendors = [TrustFileSandbox(state), ServiceTradeSandbox(state)]
+    vendors = [QboSandbox(state), TrustFileSandbox(state), ServiceTradeSandbox(state)]
     root = FastAPI(title="vendor sandbox")
 
     @root.get("/health")

@@ -200,6 +200,9 @@ class SandboxControl:
     def faults(self, vendor: str, **faults) -> None:
         self._call("PUT", f"/faults/{vendor}", faults)
 
+    def control(self, vendor: str, **payload) -> dict:
+        return self._call("PUT", f"/control/{vendor}", payload)
+
     def state(self, vendor: str) -> dict:
         return self._call("GET", f"/state/{vendor}")
 

@@ -1,0 +1,207 @@
+"""QuickBooks Online: OAuth with rotating refresh tokens, query paging, CDC, and Intuit's odd errors.
+
+Connection `qbo_default` (type `qbo`; one per company):
+  host      API base URL, https://quickbooks.api.intuit.com (sandbox: https://sandbox-quickbooks.api.intuit.com)
+  login     OAuth client id          password  OAuth client secret
+  extra     {"realm_id": "...", "refresh_token": "<initial, from the consent>",
+             "token_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "minorversion": 75}
+
+Tokens live in etl.oauth_tokens (encrypted), shared by every worker: the refresh token rotates on
+each refresh and only the newest works, so refreshing happens under that row's lock and the new
+token is committed before anything else uses it. A 401 refreshes once and retries. Intuit answers
+throttling with an XML body even to JSON requests, and without Retry-After: it is parsed and
+retried with backoff like any 429.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import requests
+
+from etl import db, oauth_tokens
+from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
+
+DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+DEFAULT_MINOR_VERSION = 75
+PAGE_SIZE = 1000
+_XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>.*?(?:<Detail>(.*?)</Detail>)?", re.S)
+
+
+def qbo_timestamp(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("QBO timestamps need a timezone-aware datetime")
+    return moment.isoformat(timespec="seconds")
+
+
+class QboHook(VendorHttpHook):
+    vendor = "QuickBooks Online"
+    conn_name_attr = "qbo_conn_id"
+    default_conn_name = "qbo_default"
+    conn_type = "qbo"
+    hook_name = "QuickBooks Online"
+
+    def __init__(self, conn_id: str | None = None, **kwargs):
+        super().__init__(conn_id, **kwargs)
+        self._access_token: str | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {"host": "API base URL", "login": "OAuth client id", "password": "OAuth client secret"},
+            "placeholders": {"host": "https://quickbooks.api.intuit.com",
+                             "extra": '{"realm_id": "...", "refresh_token": "...", "token_url": "' + DEFAULT_TOKEN_URL + '"}'},
+        }
+
+    def secrets_of(self, conn):
+        return [conn.password, (conn.extra_dejson or {}).get("refresh_token")]
+
+    @property
+    def extra(self) -> dict:
+        return self.connection.extra_dejson or {}
+
+    @property
+    def realm_id(self) -> str:
+        realm = self.extra.get("realm_id")
+        if not realm:
+            raise ValueError(f"connection {self.conn_id!r} has no extra realm_id")
+        return str(realm)
+
+    # ---- OAuth --------------------------------------------------------------------------------
+
+    def _refresh(self, refresh_token: str) -> oauth_tokens.TokenGrant:
+        """Call the token endpoint (inside the token row's lock, see etl.oauth_tokens)."""
+        conn = self.connection
+        url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
+        try:
+            response = requests.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                                     auth=(conn.login, conn.password), headers={"Accept": "application/json"},
+                                     timeout=(self.connect_timeout, self.read_timeout))
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise VendorApiError(self.vendor, "POST", url, None, type(exc).__name__,
+                                 hint="the token endpoint did not answer; the task retries") from None
+        if response.status_code != 200:
+            body = response.text
+            hint = ("the refresh token was revoked, expired or lost: re-authorize the company and put the new "
+                    f"refresh token in connection {self.conn_id!r} (extra refresh_token)"
+                    if "invalid_grant" in body else f"check the client id/secret of connection {self.conn_id!r}")
+            raise VendorApiError(self.vendor, "POST", url, response.status_code, body, hint=hint)
+        payload = response.json()
+        for key in ("access_token", "refresh_token"):
+            register_secret(payload.get(key))
+        return oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
+                                       payload["refresh_token"], payload.get("x_refresh_token_expires_in"))
+
+    def _token(self, rejected: str | None = None) -> str:
+        seed = self.extra.get("refresh_token")
+        if not seed:
+            raise ValueError(f"connection {self.conn_id!r} has no extra refresh_token")
+        with db.connect() as conn:
+            token = oauth_tokens.access_token(conn, "qbo", self.realm_id, seed_refresh_token=seed,
+                                              refresh=self._refresh, rejected_access_token=rejected)
+        register_secret(token)
+        return token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> dict:
+        """Call `/v3/company/{realm}/{path}` with a valid token and minorversion; a 401 refreshes once."""
+        params = {**kwargs.pop("params", {}), "minorversion": self.extra.get("minorversion", DEFAULT_MINOR_VERSION)}
+        url = f"/v3/company/{self.realm_id}/{path.lstrip('/')}"
+        extra_headers = kwargs.pop("headers", {})
+        if self._access_token is None:
+            self._access_token = self._token()
+        for attempt in (1, 2):
+            headers = {**extra_headers, "Authorization": f"Bearer {self._access_token}"}
+            try:
+                response = self.request(method, url, params=params, headers=headers, **kwargs)
+            except VendorApiError as exc:
+                if exc.status != 401 or attempt == 2:
+                    raise
+                self._access_token = self._token(rejected=self._access_token)
+                continue
+            payload = response.json()
+            if "Fault" in payload:  # Intuit can report a fault with HTTP 200
+                raise self._fault_error(method, url, response.status_code, payload["Fault"])
+            return payload
+        raise AssertionError("unreachable")
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def query(self, entity: str, where: str | None = None, order_by: str = "MetaData.LastUpdatedTime",
+              page_size: int = PAGE_SIZE) -> Iterator[dict]:
+        """Every row of `SELECT * FROM entity [WHERE …] ORDERBY …`, paged by STARTPOSITION, one page held."""
+        if not re.fullmatch(r"[A-Za-z]+", entity):
+            raise ValueError(f"not a QBO entity name: {entity!r}")
+        if not 1 <= page_size <= PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
+        base = f"SELECT * FROM {entity}" + (f" WHERE {where}" if where else "") + f" ORDERBY {order_by}"
+        start = 1
+        while True:
+            payload = self.api("POST", "query", data=f"{base} STARTPOSITION {start} MAXRESULTS {page_size}",
+                               headers={"Content-Type": "application/text"})
+            if "QueryResponse" not in payload:
+                raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
+                                     hint="unexpected response shape; nothing was loaded")
+            rows = payload["QueryResponse"].get(entity, [])
+            yield from rows
+            if len(rows) < page_size:
+                return
+            start += page_size
+
+    def changed_since(self, entity: str, since: dt.datetime, until: dt.datetime | None = None) -> Iterator[dict]:
+        """Rows of `entity` with MetaData.LastUpdatedTime >= since (and < until), oldest first."""
+        where = f"MetaData.LastUpdatedTime >= '{qbo_timestamp(since)}'"
+        if until is not None:
+            where += f" AND MetaData.LastUpdatedTime < '{qbo_timestamp(until)}'"
+        return self.query(entity, where=where)
+
+    def cdc(self, entities: Sequence[str], changed_since: dt.datetime) -> dict[str, list[dict]]:
+        """Change data capture (≤ 30 days back, ≤ 1000 objects an answer); deleted rows carry status Deleted."""
+        payload = self.api("GET", "cdc", params={"entities": ",".join(entities),
+                                                 "changedSince": qbo_timestamp(changed_since)})
+        changes: dict[str, list[dict]] = {}
+        for response in payload.get("CDCResponse", []):
+            for block in response.get("QueryResponse", []):
+                for entity in entities:
+                    changes.setdefault(entity, []).extend(block.get(entity, []))
+        return changes
+
+    def check_credentials(self) -> None:
+        self.api("POST", "query", data="SELECT COUNT(*) FROM Payment", headers={"Content-Type": "application/text"})
+
+    # ---- errors -------------------------------------------------------------------------------
+
+    def error_for(self, method, url, response):
+        text = response.text or ""
+        if text.lstrip().startswith("<"):
+            match = _XML_MESSAGE.search(text)
+            detail = " ".join(filter(None, match.groups())) if match else text
+        else:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            fault = body.get("Fault") or body.get("fault")
+            detail = self._fault_text(fault) if fault else text
+        error = VendorApiError(self.vendor, method, url, response.status_code, detail,
+                               hint=self.hint_for(response.status_code))
+        error.retry_after = None if response.status_code != 429 else _retry_after_or_none(response)
+        return error
+
+    def _fault_error(self, method, url, status, fault) -> VendorApiError:
+        return VendorApiError(self.vendor, method, url, status, self._fault_text(fault),
+                              hint="QuickBooks refused the request")
+
+    @staticmethod
+    def _fault_text(fault: dict) -> str:
+        errors = fault.get("Error") or fault.get("error") or []
+        parts = [f"{e.get('code', '?')} {e.get('Message') or e.get('message', '')}: {e.get('Detail') or e.get('detail', '')}"
+                 for e in errors]
+        return f"{fault.get('type', 'Fault')}: " + "; ".join(parts)
+
+
+def _retry_after_or_none(response) -> float | None:
+    value = response.headers.get("Retry-After")
+    return float(value) if value and value.replace(".", "", 1).isdigit() else None

@@ -1,0 +1,321 @@
+"""QuickBooks Online, as our hook meets it (vendors.md §6).
+
+- OAuth token endpoint with real rotation: each refresh issues a new refresh token and the old one
+  stops working (after `refresh_grace_seconds`, 0 by default: the harshest reading of the docs);
+  access tokens live one hour on a clock tests can move (`PUT /_sandbox/control/qbo`).
+- `query` (GET with `query=` or POST with an application/text body) for the grammar subset we use:
+  `SELECT * | COUNT(*) FROM <Entity> [WHERE MetaData.LastUpdatedTime >=|>|<|<= '<ts>' [AND …]]
+  [ORDERBY MetaData.LastUpdatedTime [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, 1-based, at most 1000.
+- `cdc` with its 30-day look-back and 1000-object cap.
+- `minorversion` required on every API call; Fault JSON bodies; 401 in the gateway's lowercase shape;
+  past `rate_per_minute` requests per realm, 429 with the XML ThrottleExceeded body and no Retry-After.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hmac
+import random
+import re
+import time
+from decimal import Decimal
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sandbox.core import SandboxState, install_faults
+
+NAME = "qbo"
+CLIENT_ID, CLIENT_SECRET = "qbo-sandbox-client-id", "qbo-sandbox-client-secret"
+REALMS = ("9130350000000001", "9130350000000002", "9130350000000003")
+INITIAL_REFRESH_TOKENS = {realm: f"qbo-sandbox-initial-refresh-{n}" for n, realm in enumerate(REALMS, start=1)}
+ENTITIES = ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo", "Payment")
+ACCESS_SECONDS, REFRESH_SECONDS = 3600, 8_726_400
+MAX_RESULTS, CDC_CAP = 1000, 1000
+T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
+
+THROTTLE_XML = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<IntuitResponse time="{time}" xmlns="http://schema.intuit.com/finance/v3">'
+    '<Fault type="SERVICE"><Error code="3001"><Message>message=ThrottleExceeded; errorCode=003001; statusCode=429'
+    '</Message><Detail>The request limit was reached.  Try again later</Detail></Error></Fault></IntuitResponse>'
+)
+_QUERY = re.compile(
+    r"^\s*SELECT\s+(?P<what>\*|COUNT\(\*\))\s+FROM\s+(?P<entity>\w+)"
+    r"(?:\s+WHERE\s+(?P<where>.+?))?"
+    r"(?:\s+ORDERBY\s+(?P<order>[\w.]+)(?:\s+(?P<dir>ASC|DESC))?)?"
+    r"(?:\s+STARTPOSITION\s+(?P<start>\d+))?(?:\s+MAXRESULTS\s+(?P<max>\d+))?\s*$",
+    re.IGNORECASE,
+)
+_CONDITION = re.compile(r"^\s*Meta[Dd]ata\.LastUpdatedTime\s*(>=|<=|>|<|=)\s*'([^']+)'\s*$")
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _fault(status: int, code: str, message: str, detail: str, kind: str = "ValidationFault") -> JSONResponse:
+    return JSONResponse({"Fault": {"Error": [{"Message": message, "Detail": detail, "code": code, "element": ""}],
+                                   "type": kind}, "time": _stamp(dt.datetime.now(dt.timezone.utc))},
+                        status_code=status)
+
+
+def _unauthorized(detail: str) -> JSONResponse:
+    return JSONResponse({"fault": {"error": [{"message": "message=AuthenticationFailed; errorCode=003200; "
+                                                         "statusCode=401", "detail": detail, "code": "3200"}],
+                                   "type": "AUTHENTICATION"}, "time": _stamp(dt.datetime.now(dt.timezone.utc))},
+                        status_code=401)
+
+
+def throttled() -> Response:
+    return Response(THROTTLE_XML.format(time=_stamp(dt.datetime.now(dt.timezone.utc))), status_code=429,
+                    media_type="application/xml")
+
+
+class QboSandbox:
+    name = NAME
+
+    def __init__(self, state: SandboxState, *, per_entity: int = 40) -> None:
+        self.state = state
+        self.per_entity = per_entity
+        self.app = FastAPI(title="QuickBooks Online sandbox")
+        install_faults(self.app, NAME, state, throttled)
+        self.reset()
+        self._routes()
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.clock_offset = 0.0
+        self.rate_per_minute = 500
+        self.refresh_grace_seconds = 0.0
+        self.refresh_tokens: dict[str, tuple[str, float | None]] = {   # token -> (realm, dies at)
+            token: (realm, None) for realm, token in INITIAL_REFRESH_TOKENS.items()}
+        self.access_tokens: dict[str, tuple[str, float]] = {}            # token -> (realm, expires at)
+        self.refreshes = 0
+        self.calls: dict[str, list[float]] = {}
+        self.data = {realm: self._generate(n) for n, realm in enumerate(REALMS)}
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def control(self, payload: dict) -> dict:
+        """Tests move the clock, tune limits, and change records."""
+        with self.state.lock:
+            self.clock_offset += float(payload.get("advance_clock_seconds", 0))
+            self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
+            self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
+            for change in payload.get("touch", []):   # {"realm", "entity", "id", "fields": {...}}
+                record = next(r for r in self.data[change["realm"]][change["entity"]] if r["Id"] == change["id"])
+                record.update(change.get("fields", {}))
+                record["SyncToken"] = str(int(record["SyncToken"]) + 1)
+                record["MetaData"]["LastUpdatedTime"] = _stamp(
+                    dt.datetime.fromtimestamp(self.now(), dt.timezone.utc).astimezone(T0.tzinfo))
+        return self.inspect()
+
+    def inspect(self) -> dict:
+        return {"refreshes": self.refreshes, "live_refresh_tokens": len(self.refresh_tokens),
+                "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self.data.items()}}
+
+    def _generate(self, realm_index: int) -> dict[str, list[dict]]:
+        rng = random.Random(self.state.seed * 1000 + realm_index)
+        data: dict[str, list[dict]] = {}
+        next_id = 100
+        for kind_index, entity in enumerate(ENTITIES):
+            rows = []
+            for n in range(self.per_entity):
+                next_id += 1
+                updated = T0 + dt.timedelta(minutes=13 * n + kind_index)
+                rows.append(self._transaction(entity, str(next_id), n, updated, rng))
+            data[entity] = rows
+        return data
+
+    @staticmethod
+    def _money(value: Decimal) -> float:
+        return float(value.quantize(Decimal("0.01")))
+
+    def _transaction(self, entity: str, txn_id: str, n: int, updated: dt.datetime, rng: random.Random) -> dict:
+        meta = {"CreateTime": _stamp(updated), "LastUpdatedTime": _stamp(updated)}
+        customer = {"value": str(50 + n % 9), "name": f"Customer {n % 9}"}
+        if entity == "Payment":
+            total = Decimal(rng.randrange(1000, 90000)) / 100
+            return {"Id": txn_id, "SyncToken": "0", "domain": "QBO", "TxnDate": updated.date().isoformat(),
+                    "TotalAmt": self._money(total), "UnappliedAmt": 0.0, "CustomerRef": customer,
+                    "Line": [{"Amount": self._money(total), "LinkedTxn": [{"TxnId": str(int(txn_id) - 90),
+                                                                          "TxnType": "Invoice"}]}],
+                    "MetaData": meta}
+        lines, net = [], Decimal(0)
+        for line_no in range(1, rng.randrange(2, 4)):
+            qty, price = rng.randrange(1, 5), Decimal(rng.randrange(500, 20000)) / 100
+            amount = qty * price
+            net += amount
+            lines.append({"Id": str(line_no), "LineNum": line_no, "Description": f"Item {line_no}",
+                          "Amount": self._money(amount), "DetailType": "SalesItemLineDetail",
+                          "SalesItemLineDetail": {"ItemRef": {"value": str(10 + line_no), "name": f"Item {line_no}"},
+                                                  "UnitPrice": self._money(price), "Qty": qty,
+                                                  "TaxCodeRef": {"value": "TAX"}}})
+        shipping = Decimal(rng.choice([0, 0, 995, 1500])) / 100
+        if shipping:
+            lines.append({"Id": str(len(lines) + 1), "LineNum": len(lines) + 1, "Amount": self._money(shipping),
+                          "DetailType": "SalesItemLineDetail",
+                          "SalesItemLineDetail": {"ItemRef": {"value": "SHIPPING_ITEM_ID"},
+                                                  "TaxCodeRef": {"value": "NON"}}})
+        lines.append({"Amount": self._money(net + shipping), "DetailType": "SubTotalLineDetail",
+                      "SubTotalLineDetail": {}})
+        tax = (net * Decimal("0.0825")).quantize(Decimal("0.01"))
+        address = {"Id": str(200 + n), "Line1": f"{n} Market St", "City": "Fresno", "CountrySubDivisionCode": "CA",
+                   "PostalCode": "93722"}
+        record = {"Id": txn_id, "SyncToken": "0", "domain": "QBO", "DocNumber": f"{entity[:2].upper()}-{txn_id}",
+                  "TxnDate": updated.date().isoformat(), "CustomerRef": customer, "Line": lines,
+                  "TxnTaxDetail": {"TxnTaxCodeRef": {"value": "2"}, "TotalTax": self._money(tax),
+                                   "TaxLine": [{"DetailType": "TaxLineDetail", "Amount": self._money(tax),
+                                                "TaxLineDetail": {"TaxRateRef": {"value": "3"}, "PercentBased": True,
+                                                                  "TaxPercent": 8.25,
+                                                                  "NetAmountTaxable": self._money(net)}}]},
+                  "TotalAmt": self._money(net + shipping + tax), "CurrencyRef": {"value": "USD"},
+                  "GlobalTaxCalculation": "TaxExcluded", "MetaData": meta}
+        if n % 7 != 3:
+            record["ShipAddr"] = address
+        if n % 7 != 5:
+            record["BillAddr"] = {**address, "Id": str(300 + n)}
+        return record
+
+    # ---- routes -------------------------------------------------------------------------------
+
+    def _realm_of_bearer(self, request: Request) -> tuple[str | None, JSONResponse | None]:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        with self.state.lock:
+            entry = self.access_tokens.get(token)
+        if entry is None:
+            return None, _unauthorized("Token invalid")
+        if entry[1] <= self.now():
+            return None, _unauthorized("Token expired: the access token has expired")
+        return entry[0], None
+
+    def _rate_limited(self, realm: str) -> bool:
+        with self.state.lock:
+            window = [t for t in self.calls.get(realm, []) if t > time.time() - 60]
+            window.append(time.time())
+            self.calls[realm] = window
+            return len(window) > self.rate_per_minute
+
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.post("/oauth2/v1/tokens/bearer")
+        async def token(request: Request):
+            expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            if not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected.encode()):
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+            if form.get("grant_type") != "refresh_token" or not form.get("refresh_token"):
+                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+            with self.state.lock:
+                entry = self.refresh_tokens.get(form["refresh_token"])
+                if entry is None or (entry[1] is not None and entry[1] <= self.now()):
+                    return JSONResponse({"error": "invalid_grant",
+                                         "error_description": "Token has been expired or revoked."}, status_code=400)
+                realm = entry[0]
+                # Rotation: the presented token dies (now, or after the grace period); a new one is born.
+                self.refresh_tokens[form["refresh_token"]] = (realm, self.now() + self.refresh_grace_seconds)
+                self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items()
+                                       if v[1] is None or v[1] > self.now()}
+                new_refresh = "RT1-%032x" % self.state.random.getrandbits(128)
+                new_access = "AT1-%064x" % self.state.random.getrandbits(256)
+                self.refresh_tokens[new_refresh] = (realm, None)
+                self.access_tokens[new_access] = (realm, self.now() + ACCESS_SECONDS)
+                self.refreshes += 1
+            return {"token_type": "bearer", "expires_in": ACCESS_SECONDS, "refresh_token": new_refresh,
+                    "x_refresh_token_expires_in": REFRESH_SECONDS, "access_token": new_access}
+
+        async def run_query(realm: str, request: Request, text: str | None):
+            problem = self._check_call(realm, request)
+            if problem is not None:
+                return problem
+            if not text:
+                return _fault(400, "4000", "Error parsing query", "QueryParserError: query is empty")
+            return self._query(realm, text)
+
+        @app.get("/v3/company/{realm}/query")
+        async def query_get(realm: str, request: Request, query: str | None = None):
+            return await run_query(realm, request, query)
+
+        @app.post("/v3/company/{realm}/query")
+        async def query_post(realm: str, request: Request):
+            return await run_query(realm, request, (await request.body()).decode())
+
+        @app.get("/v3/company/{realm}/cdc")
+        def cdc(realm: str, request: Request, entities: str = "", changedSince: str = ""):  # noqa: N803
+            problem = self._check_call(realm, request)
+            if problem is not None:
+                return problem
+            try:
+                since = dt.datetime.fromisoformat(changedSince)
+            except ValueError:
+                return _fault(400, "2040", "Invalid Date", f"changedSince {changedSince!r} is not a date or datetime")
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=dt.timezone.utc)
+            now = dt.datetime.fromtimestamp(self.now(), dt.timezone.utc)
+            if now - since > dt.timedelta(days=30):
+                return _fault(400, "2040", "Invalid Date", "changedSince must be within the last 30 days")
+            responses, budget = [], CDC_CAP
+            for entity in [e for e in entities.split(",") if e]:
+                if entity not in ENTITIES:
+                    return _fault(400, "2030", "Invalid Query", f"unsupported entity {entity}")
+                rows = [r for r in self.data[realm][entity]
+                        if dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]) >= since][:budget]
+                budget -= len(rows)
+                if rows:
+                    responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows)})
+            return {"CDCResponse": [{"QueryResponse": responses or [{}]}], "time": _stamp(now)}
+
+    def _check_call(self, realm: str, request: Request):
+        token_realm, problem = self._realm_of_bearer(request)
+        if problem is not None:
+            return problem
+        if token_realm != realm:
+            return _unauthorized("Token is not valid for this realm")
+        if realm not in self.data:
+            return _fault(400, "620", "Company not found", f"realm {realm}")
+        minor = request.query_params.get("minorversion", "")
+        if not minor.isdigit() or int(minor) < 75:
+            return _fault(400, "2010", "Request has invalid or unsupported property",
+                          "minorversion 75 or newer is required")
+        if self._rate_limited(realm):
+            return throttled()
+        return None
+
+    def _query(self, realm: str, text: str):
+        match = _QUERY.match(text)
+        if not match:
+            return _fault(400, "4000", "Error parsing query", f"QueryParserError: {text[:80]}")
+        entity = match["entity"]
+        if entity not in ENTITIES:
+            return _fault(400, "4001", "Invalid query", f"QueryValidationError: unknown entity {entity}")
+        rows = list(self.data[realm][entity])
+        for condition in re.split(r"\s+AND\s+", match["where"], flags=re.IGNORECASE) if match["where"] else []:
+            cond = _CONDITION.match(condition)
+            if not cond:
+                return _fault(400, "4001", "Invalid query", f"QueryValidationError: unsupported condition {condition}")
+            op, bound = cond.group(1), dt.datetime.fromisoformat(cond.group(2))
+            if bound.tzinfo is None:
+                return _fault(400, "4001", "Invalid query", "QueryValidationError: timestamp without offset")
+            test = {">=": lambda v: v >= bound, ">": lambda v: v > bound, "<=": lambda v: v <= bound,
+                    "<": lambda v: v < bound, "=": lambda v: v == bound}[op]
+            rows = [r for r in rows if test(dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]))]
+        if match["what"].upper() == "COUNT(*)":
+            return {"QueryResponse": {"totalCount": len(rows)}, "time": _stamp(dt.datetime.now(dt.timezone.utc))}
+        if match["order"]:
+            rows.sort(key=lambda r: (dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]), int(r["Id"])),
+                      reverse=(match["dir"] or "ASC").upper() == "DESC")
+        start, size = int(match["start"] or 1), int(match["max"] or 100)
+        if start < 1 or size < 1 or size > MAX_RESULTS:
+            return _fault(400, "4001", "Invalid query",
+                          f"QueryValidationError: STARTPOSITION must be >= 1 and MAXRESULTS 1..{MAX_RESULTS}")
+        page = rows[start - 1: start - 1 + size]
+        body = {"QueryResponse": {}, "time": _stamp(dt.datetime.now(dt.timezone.utc))}
+        if page:
+            body["QueryResponse"] = {entity: page, "startPosition": start, "maxResults": len(page)}
+        return body

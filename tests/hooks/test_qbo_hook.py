@@ -1,0 +1,179 @@
+"""QBO hook against the sandbox: rotating refresh tokens shared through PostgreSQL, paging, errors."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from hooks.qbo import QboHook
+from hooks.vendor_http import VendorApiError
+from sandbox import qbo as qbo_sandbox
+
+REALM = qbo_sandbox.REALMS[0]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def qbo_env(sandbox, db_url, conn, monkeypatch):
+    conn.execute("TRUNCATE etl.oauth_tokens")
+    conn.commit()
+    monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
+
+    def connection(conn_id: str, *, secret: str = qbo_sandbox.CLIENT_SECRET, realm: str = REALM) -> dict:
+        value = {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID, "password": secret,
+                 "extra": {"realm_id": realm, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[realm],
+                           "token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+        return value
+
+    connection("qbo_default")
+    monkeypatch.setattr(QboHook, "backoff_initial", 0.01)
+    monkeypatch.setattr(QboHook, "backoff_max", 0.05)
+    return connection
+
+
+def api_calls(sandbox, endpoint: str) -> list[dict]:
+    return [r for r in sandbox.requests("qbo") if r["path"].endswith(endpoint)]
+
+
+def test_query_pages_return_every_row_once_one_page_at_a_time(qbo_env, sandbox):
+    rows = QboHook().query("SalesReceipt", page_size=15)
+    first = next(rows)
+    assert len(api_calls(sandbox, "/query")) == 1
+    ids = [first["Id"]] + [row["Id"] for row in rows]
+    assert len(ids) == len(set(ids)) == sandbox.state("qbo")["records"][REALM]["SalesReceipt"] == 40
+    assert len(api_calls(sandbox, "/query")) == 3   # 15 + 15 + 10: the short page ends it
+    assert all("minorversion=75" in r["query"] for r in api_calls(sandbox, "/query"))
+
+
+def test_changed_since_is_inclusive_and_bounded(qbo_env):
+    hook = QboHook()
+    everything = list(hook.query("Invoice"))
+    cut = dt.datetime.fromisoformat(everything[10]["MetaData"]["LastUpdatedTime"])
+    end = dt.datetime.fromisoformat(everything[20]["MetaData"]["LastUpdatedTime"])
+    assert [r["Id"] for r in hook.changed_since("Invoice", cut, end)] == [r["Id"] for r in everything[10:20]]
+
+
+def test_refresh_token_rotates_and_is_shared_through_the_database(qbo_env, sandbox, conn):
+    QboHook().query("Payment", page_size=5).__next__()
+    assert sandbox.state("qbo")["refreshes"] == 1
+    stored = conn.execute("SELECT rotations, refresh_token FROM etl.oauth_tokens WHERE scope = %s", (REALM,)).fetchone()
+    assert stored[0] == 1 and qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM].encode() not in bytes(stored[1])
+    next(QboHook().query("Payment", page_size=5))      # another worker: reuses the stored access token
+    assert sandbox.state("qbo")["refreshes"] == 1
+
+
+def test_expired_access_token_answers_401_then_one_refresh(qbo_env, sandbox):
+    hook = QboHook()
+    next(hook.query("Payment"))
+    sandbox.control("qbo", advance_clock_seconds=3601)
+    assert next(hook.query("Payment"))["Id"]
+    assert sandbox.state("qbo")["refreshes"] == 2
+    assert [r["status"] for r in api_calls(sandbox, "/query")][-2:] == [401, 200]
+
+
+def test_two_concurrent_refreshers_refresh_once_and_both_work(qbo_env, sandbox):
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(next(QboHook().query("CreditMemo"))["Id"])
+        except Exception as exc:  # pragma: no cover - reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and len(results) == 4
+    assert sandbox.state("qbo")["refreshes"] == 1
+
+
+KILL_AFTER_REFRESH = """
+import os, signal
+from hooks.qbo import QboHook
+QboHook().check_credentials()          # refreshes, commits the rotated token, makes one call
+os.kill(os.getpid(), signal.SIGKILL)   # and dies before doing anything else
+"""
+
+
+def test_a_process_killed_right_after_a_refresh_leaves_a_working_token(qbo_env, sandbox):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    child = subprocess.run([sys.executable, "-c", KILL_AFTER_REFRESH], env=env, timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert sandbox.state("qbo")["refreshes"] == 1
+    sandbox.control("qbo", advance_clock_seconds=3601)  # force the next worker to refresh with the stored token
+    assert next(QboHook().query("RefundReceipt"))["Id"]
+    assert sandbox.state("qbo")["refreshes"] == 2
+
+
+def test_the_rotated_out_refresh_token_is_dead(qbo_env, sandbox):
+    QboHook().check_credentials()
+    with pytest.raises(VendorApiError, match="invalid_grant") as raised:
+        QboHook()._refresh(qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM])
+    assert "re-authorize the company" in str(raised.value)
+
+
+def test_throttling_xml_body_is_parsed_and_retried(qbo_env, sandbox, caplog):
+    hook = QboHook()
+    hook.check_credentials()
+    sandbox.faults("qbo", throttle_next=2)
+    with caplog.at_level(logging.WARNING):
+        assert next(hook.query("Payment"))["Id"]
+    assert "ThrottleExceeded" in caplog.text
+    assert [r["status"] for r in api_calls(sandbox, "/query")][-3:] == [429, 429, 200]
+
+
+def test_5xx_burst_recovers_and_a_fault_400_is_not_retried(qbo_env, sandbox):
+    hook = QboHook()
+    hook.check_credentials()
+    sandbox.faults("qbo", burst_5xx=2)
+    assert next(hook.query("Invoice"))["Id"]
+    with pytest.raises(VendorApiError, match=r"HTTP 400: ValidationFault: 4001 Invalid query"):
+        list(hook.query("Invoice", where="TotalAmt > '5'"))
+    assert [r["status"] for r in api_calls(sandbox, "/query")][-1] == 400
+    assert [r["status"] for r in api_calls(sandbox, "/query")].count(400) == 1
+
+
+def test_cdc_returns_changes_within_30_days(qbo_env, sandbox):
+    sandbox.control("qbo", touch=[{"realm": REALM, "entity": "Invoice", "id": "141", "fields": {"PrivateNote": "x"}}])
+    changes = QboHook().cdc(["Invoice", "Payment"], dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    assert [r["Id"] for r in changes["Invoice"]] == ["141"] and changes["Payment"] == []
+    with pytest.raises(VendorApiError, match="within the last 30 days"):
+        QboHook().cdc(["Invoice"], dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31))
+
+
+def test_connection_test_true_for_sandbox_false_for_bad_secret(qbo_env):
+    assert QboHook().test_connection()[0] is True
+    qbo_env("qbo_bad", secret="wrong-client-secret-value", realm=qbo_sandbox.REALMS[1])
+    ok, message = QboHook("qbo_bad").test_connection()
+    assert not ok and "HTTP 401" in message and "invalid_client" in message and "qbo_bad" in message
+
+
+def test_no_secret_or_token_in_debug_logs(qbo_env, sandbox, conn, caplog, capfd):
+    from etl.encryption import decrypt
+
+    caplog.set_level(logging.DEBUG)
+    hook = QboHook()
+    list(hook.query("Payment", page_size=20))
+    sandbox.control("qbo", advance_clock_seconds=3601)
+    next(hook.query("Payment"))
+    qbo_env("qbo_bad", secret="wrong-client-secret-value", realm=qbo_sandbox.REALMS[1])
+    QboHook("qbo_bad").test_connection()
+    refresh, access = conn.execute("SELECT refresh_token, access_token FROM etl.oauth_tokens WHERE scope = %s",
+                                   (REALM,)).fetchone()
+    output = caplog.text + "".join(capfd.readouterr())
+    assert "/qbo/v3/company/" in output
+    for secret in (qbo_sandbox.CLIENT_SECRET, "wrong-client-secret-value", qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],
+                   decrypt(refresh), decrypt(access)):
+        assert secret not in output
