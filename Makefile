@@ -2,17 +2,18 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt provider/pyproject.toml provider/integrations_provider/*.py | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
 .PHONY: install up down test bench lock clean smoke
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt provider/pyproject.toml provider/integrations_provider/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall ./provider
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -34,7 +35,7 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet --upgrade "pip==26.3"
 	.lock-venv/bin/python -m pip install --quiet -r requirements.txt
 	( echo "# Full resolve of requirements.txt for Python 3.11 (make lock). Used by every install."; \
-	  .lock-venv/bin/python -m pip freeze --exclude-editable | sort -f ) > constraints.txt
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^integrations-provider' | sort -f ) > constraints.txt
 	rm -rf .lock-venv
 
 clean:

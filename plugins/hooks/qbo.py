@@ -47,14 +47,6 @@ class QboHook(VendorHttpHook):
         super().__init__(conn_id, **kwargs)
         self._access_token: str | None = None
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "API base URL", "login": "OAuth client id", "password": "OAuth client secret"},
-            "placeholders": {"host": "https://quickbooks.api.intuit.com",
-                             "extra": '{"realm_id": "...", "refresh_token": "...", "token_url": "' + DEFAULT_TOKEN_URL + '"}'},
-        }
 
     def secrets_of(self, conn):
         return [conn.password, (conn.extra_dejson or {}).get("refresh_token")]

@@ -49,13 +49,6 @@ class ServiceTradeHook(VendorHttpHook):
         super().__init__(conn_id, **kwargs)
         self._token: str | None = None
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {
-            "hidden_fields": ["schema", "port", "extra"],
-            "relabeling": {"host": "API base URL", "login": "User name"},
-            "placeholders": {"host": "https://api.servicetrade.com/api"},
-        }
 
     # ---- the session transaction ------------------------------------------------------------
 

@@ -42,14 +42,6 @@ class TrustFileHook(VendorHttpHook):
     conn_type = "trustfile"
     hook_name = "Avalara TrustFile"
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Items API base URL", "password": "extractor_to_avalara token"},
-            "placeholders": {"host": "https://api.trustfile.avalara.com",
-                             "extra": '{"provisioning_url": "https://app.trustfile.avalara.com"}'},
-        }
 
     def authenticate(self, session) -> None:
         if not self.connection.password:

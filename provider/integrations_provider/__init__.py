@@ -1,0 +1,63 @@
+"""Provider metadata Airflow reads through the `apache_airflow_provider` entry point.
+
+Airflow 3.2+ takes connection-form labels and extra fields declaratively from here
+(`ui-field-behaviour`, `conn-fields`); the extra fields land in the connection's `extra` JSON
+under these names, which is where the hooks read them.
+"""
+
+_STRING = {"type": ["string", "null"]}
+_SECRET = {"type": ["string", "null"], "format": "password"}
+
+CONNECTION_TYPES = [
+    {
+        "connection-type": "qbo",
+        "hook-class-name": "hooks.qbo.QboHook",
+        "hook-name": "QuickBooks Online",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {"host": "API base URL", "login": "OAuth client id", "password": "OAuth client secret"},
+            "placeholders": {"host": "https://quickbooks.api.intuit.com"},
+        },
+        "conn-fields": {
+            "realm_id": {"label": "Realm (company) id", "schema": _STRING},
+            "refresh_token": {"label": "Initial refresh token (from the consent)", "schema": _SECRET},
+            "token_url": {"label": "Token URL", "schema": {
+                "type": ["string", "null"], "default": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"}},
+            "minorversion": {"label": "API minor version", "schema": {"type": ["integer", "null"], "default": 75}},
+        },
+    },
+    {
+        "connection-type": "trustfile",
+        "hook-class-name": "hooks.trustfile.TrustFileHook",
+        "hook-name": "Avalara TrustFile",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Items API base URL", "password": "extractor_to_avalara token"},
+            "placeholders": {"host": "https://api.trustfile.avalara.com"},
+        },
+        "conn-fields": {
+            "provisioning_url": {"label": "Provisioning (v4) base URL", "schema": {
+                "type": ["string", "null"], "default": "https://app.trustfile.avalara.com"}},
+        },
+    },
+    {
+        "connection-type": "servicetrade",
+        "hook-class-name": "hooks.servicetrade.ServiceTradeHook",
+        "hook-name": "ServiceTrade",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "extra"],
+            "relabeling": {"host": "API base URL", "login": "User name"},
+            "placeholders": {"host": "https://api.servicetrade.com/api"},
+        },
+    },
+]
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "integrations-provider",
+        "name": "Integrations platform",
+        "description": "Connection types for QuickBooks Online, Avalara TrustFile and ServiceTrade.",
+        "versions": ["0.1.0"],
+        "connection-types": CONNECTION_TYPES,
+    }
