@@ -115,8 +115,71 @@ def test_concurrent_run_of_the_same_scope_is_refused(conn, db_url):
             watermarks.claim(holder, src.PIPELINE, "busy")
             with pytest.raises(watermarks.WatermarkBusy):
                 run_load(conn, src.make_source(db_url), scope="busy", run_id="second")
-    assert ledger(conn, "busy")[0][1] == "failed"
+    assert ledger(conn, "busy") == []  # refused before it started: nothing to close
     assert run_load(conn, src.make_source(db_url), scope="busy", run_id="third").counts["inserted"] == 5
+
+
+def test_a_reset_cannot_slip_in_while_a_load_runs(conn, db_url):
+    src.seed(conn, 5)
+    attempts = []
+
+    def reset_during_extract():
+        with connect(db_url) as other:
+            try:
+                with other.transaction():
+                    watermarks.reset(other, src.PIPELINE, "race", "timestamp", src.T0, run_id="ops", reason="rewind")
+            except watermarks.WatermarkBusy as exc:
+                attempts.append(exc)
+
+    run_load(conn, src.make_source(db_url, after_last=reset_during_extract), scope="race", run_id="load")
+    assert len(attempts) == 1
+    assert watermarks.read(conn, src.PIPELINE, "race").value == src.T0 + dt.timedelta(minutes=4)
+
+
+def test_a_rejected_record_with_an_absurd_cursor_does_not_move_the_watermark(conn, db_url):
+    import datetime as dt_
+    from etl.incremental import IncrementalSource, Reject
+
+    records = [{"id": "a", "at": src.T0, "ok": True},
+               {"id": "b", "at": dt_.datetime(9999, 1, 1, tzinfo=dt_.timezone.utc), "ok": False},
+               {"id": "c", "at": "not a time", "ok": False}]
+
+    def transform(record):
+        if not record["ok"]:
+            raise Reject("corrupt record")
+        return (record["id"], record["at"], 1, "C")
+
+    source = IncrementalSource(src.PIPELINE, src.TARGET, "timestamp", src.T0, lambda scope, window: iter(records),
+                               transform, cursor_of=lambda r: r["at"], key_of=lambda r: r["id"])
+    report = run_load(conn, source, scope="absurd", run_id="r")
+    assert report.counts["quarantined"] == 2
+    assert watermarks.read(conn, src.PIPELINE, "absurd").value == src.T0
+
+
+def test_json_cursors_keep_the_last_one_seen(conn):
+    from etl.incremental import IncrementalSource
+
+    pages = [{"id": f"k{n}", "token": {"page": token}} for n, token in enumerate(["tok-b9", "tok-a1"])]
+    source = IncrementalSource(src.PIPELINE, src.TARGET, "json", {"page": None},
+                               lambda scope, window: iter(pages),
+                               lambda r: (r["id"], src.T0, 1, "C"), cursor_of=lambda r: r["token"],
+                               key_of=lambda r: r["id"])
+    run_load(conn, source, scope="json", run_id="r")
+    assert watermarks.read(conn, src.PIPELINE, "json").value == {"page": "tok-a1"}
+
+
+def test_quarantine_stores_records_jsonb_would_refuse(conn):
+    from etl.incremental import IncrementalSource, Reject
+
+    def transform(record):
+        raise Reject("bad amount\x00")
+
+    records = [{"id": "n", "amount": float("nan"), "note": "nul\x00inside", "at": src.T0}]
+    source = IncrementalSource(src.PIPELINE, src.TARGET, "timestamp", src.T0, lambda scope, window: iter(records),
+                               transform, cursor_of=lambda r: r["at"], key_of=lambda r: r["id"])
+    assert run_load(conn, source, scope="nan", run_id="r").counts["quarantined"] == 1
+    assert conn.execute("SELECT reason, payload->>'amount', payload->>'note' FROM etl.quarantine").fetchone() == (
+        "bad amount", None, "nulinside")
 
 
 def test_killed_between_load_and_commit_leaves_nothing_and_rerun_converges(conn, db_url, tmp_path):

@@ -161,3 +161,21 @@ def test_dataframe_without_a_declared_column_is_refused():
 
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['note'\]"):
         list(loader.rows_from_frames([pandas.DataFrame({c: [] for c in SALES.columns[:-1]})], SALES.columns))
+
+
+def test_last_row_wins_even_when_it_equals_the_stored_row(conn):
+    loader.upsert(conn, SALES, [("S1", T0, Decimal("1.00"), False, "old")])
+    counts = loader.upsert(conn, SALES, [("S1", T0, Decimal("1.00"), False, "new"),
+                                         ("S1", T0, Decimal("1.00"), False, "old")])
+    assert conn.execute("SELECT note FROM scratch.sales WHERE txn_id = 'S1'").fetchone() == ("old",)
+    assert counts.as_dict() == {"staged": 2, "inserted": 0, "updated": 0, "unchanged": 2}
+
+
+def test_enum_columns_load_and_partitioned_tables_are_refused(conn):
+    conn.execute("CREATE TYPE scratch.colour AS ENUM ('red', 'green')")
+    conn.execute("CREATE TABLE scratch.paint (id int PRIMARY KEY, colour scratch.colour NOT NULL)")
+    assert loader.upsert(conn, TargetTable("scratch", "paint", ("id", "colour")), [(1, "red"), (2, "green")]).inserted == 2
+    conn.execute("CREATE TABLE scratch.parted (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)")
+    with pytest.raises(TableDefinitionError, match="not a plain table"):
+        loader.upsert(conn, TargetTable("scratch", "parted", ("id", "at")), [])
+    conn.rollback()

@@ -81,7 +81,7 @@ def test_claim_is_exclusive_per_scope_until_commit(conn, db_url):
     with connect(db_url) as other:
         with conn.transaction():
             watermarks.claim(conn, "p", "busy")
-            with pytest.raises(watermarks.WatermarkBusy, match="being loaded by another run"):
+            with pytest.raises(watermarks.WatermarkBusy, match="being loaded or reset by another run"):
                 watermarks.claim(other, "p", "busy")
             other.rollback()
             watermarks.claim(other, "p", "another-scope")

@@ -10,6 +10,7 @@ largest cursor it loaded. A backfill reads [start, end) and leaves the watermark
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -81,6 +82,13 @@ def run_load(
     if mode not in ("incremental", "backfill"):
         raise ValueError(f"unknown mode {mode!r}: use incremental or backfill")
 
+    if mode == "incremental":
+        with watermarks.claimed(conn, source.pipeline, scope):
+            return _run(conn, source, scope, run_id, mode, None, task_id, try_number)
+    return _run(conn, source, scope, run_id, mode, window, task_id, try_number)
+
+
+def _run(conn, source: IncrementalSource, scope, run_id, mode, window, task_id, try_number) -> LoadReport:
     current = watermarks.read(conn, source.pipeline, scope)
     conn.commit()
     before = watermarks.render(current.value) if current else None
@@ -97,10 +105,8 @@ def run_load(
              info.window_start, info.window_end or "now", ledger_id)
     try:
         with conn.transaction():
-            if mode == "incremental":
-                watermarks.claim(conn, source.pipeline, scope)
             counts, after = _load(conn, source, scope, window, ledger_id, run_id, mode)
-    except Exception as exc:
+    except BaseException as exc:  # KeyboardInterrupt too: Airflow stops tasks with SIGINT first
         _record_failure(conn, ledger_id, exc)
         raise
     log.info("%s %s/%s done: %s, watermark %s -> %s", mode, source.pipeline, scope, counts.as_dict(), before, after)
@@ -110,7 +116,7 @@ def run_load(
 def _load(conn, source: IncrementalSource, scope, window: Window, ledger_id, run_id, mode):
     counts = ledger.RunCounts()
     rejects = ledger.QuarantineBuffer(source.pipeline, scope)
-    high = _HighWater()
+    high = _HighWater(source.cursor_kind)
     rows = _transformed(source, source.extract(scope, window), counts, rejects, high)
     upserted = loader.upsert(conn, source.target, rows)
     counts.inserted, counts.updated, counts.unchanged = upserted.inserted, upserted.updated, upserted.unchanged
@@ -127,7 +133,7 @@ def _load(conn, source: IncrementalSource, scope, window: Window, ledger_id, run
     return counts, after
 
 
-def _record_failure(conn: psycopg.Connection, ledger_id: int, exc: Exception) -> None:
+def _record_failure(conn: psycopg.Connection, ledger_id: int, exc: BaseException) -> None:
     try:
         conn.rollback()
         ledger.fail_run(conn, ledger_id, f"{type(exc).__name__}: {exc}")
@@ -136,14 +142,35 @@ def _record_failure(conn: psycopg.Connection, ledger_id: int, exc: Exception) ->
 
 
 class _HighWater:
-    """The largest cursor seen among loaded records."""
+    """The cursor the watermark moves to: the largest one loaded (for JSON cursors, the last one).
 
-    def __init__(self) -> None:
+    A quarantined record's cursor counts only when it is of the right kind and plausible (a
+    timestamp no later than now plus an hour, an id no larger than the largest loaded): one
+    corrupt record must not push the watermark past everything that follows it.
+    """
+
+    FUTURE_SKEW = dt.timedelta(hours=1)
+
+    def __init__(self, kind: CursorKind) -> None:
+        self.kind = kind
         self.value: Any = None
 
     def see(self, cursor: Any) -> None:
-        if self.value is None or cursor > self.value:
+        if self.kind == "json" or self.value is None or cursor > self.value:
             self.value = cursor
+
+    def see_rejected(self, cursor: Any) -> None:
+        if cursor is None or self.kind == "json":
+            return
+        try:
+            watermarks.check_value(self.kind, cursor)
+        except watermarks.WatermarkError:
+            return
+        if self.kind == "timestamp" and cursor > dt.datetime.now(dt.timezone.utc) + self.FUTURE_SKEW:
+            return
+        if self.kind == "id" and (self.value is None or cursor > self.value):
+            return
+        self.see(cursor)
 
 
 def _transformed(source: IncrementalSource, records: Iterable[Any], counts: ledger.RunCounts,
@@ -157,9 +184,7 @@ def _transformed(source: IncrementalSource, records: Iterable[Any], counts: ledg
             # The watermark passes quarantined records too: they wait in etl.quarantine for a
             # fix and a backfill, instead of being re-read and re-quarantined on every run.
             rejects.add(_safe_call(source.key_of, record), str(exc), record)
-            cursor = _safe_call(source.cursor_of, record, convert=False)
-            if cursor is not None:
-                high.see(cursor)
+            high.see_rejected(_safe_call(source.cursor_of, record, convert=False))
             continue
         high.see(source.cursor_of(record))
         yield row

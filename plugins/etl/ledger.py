@@ -71,12 +71,24 @@ def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *,
 
 
 def fail_run(conn: psycopg.Connection, ledger_id: int, error: str) -> None:
-    """Mark the run `failed` with its error, in a transaction of its own."""
+    """Mark the run `failed` with its error (secrets Airflow knows of redacted), in a transaction of its own."""
     with conn.transaction():
         conn.execute(
             "UPDATE etl.run_ledger SET status = 'failed', finished_at = clock_timestamp(), error = %s WHERE id = %s",
-            (error[:ERROR_TEXT_LIMIT], ledger_id),
+            (redact_text(error)[:ERROR_TEXT_LIMIT], ledger_id),
         )
+
+
+def redact_text(text: str) -> str:
+    """Text with every secret registered with Airflow's masker replaced, and NUL characters dropped.
+
+    Airflow masks log output only; an error stored in a table or posted to a webhook needs this.
+    """
+    try:
+        from airflow.sdk.log import redact
+    except ImportError:  # the engine also runs outside Airflow (tools, benchmarks)
+        return text.replace("\x00", "")
+    return str(redact(text)).replace("\x00", "")
 
 
 @dataclass
@@ -95,7 +107,8 @@ class QuarantineBuffer:
     )
 
     def add(self, record_key: str | None, reason: str, payload: object) -> None:
-        self._spool.write(json.dumps([record_key, reason, payload], default=str) + "\n")
+        entry = [_storable(record_key), _storable(reason), _storable(payload)]
+        self._spool.write(json.dumps(entry, default=str, allow_nan=False) + "\n")
         self.count += 1
 
     def _entries(self) -> Iterator[tuple[str | None, str, str]]:
@@ -114,6 +127,22 @@ class QuarantineBuffer:
                     copy.write_row((ledger_id, self.pipeline, self.scope, record_key, reason, payload))
         self._spool.close()
         return self.count
+
+
+def _storable(value: object) -> object:
+    """A value jsonb accepts: NaN and infinities become null, NUL characters are dropped.
+
+    A malformed record is what the quarantine is for; writing it must never fail the load.
+    """
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", ""): _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 def prune(conn: psycopg.Connection, *, older_than_days: int, batch_size: int = 10_000) -> int:

@@ -59,8 +59,11 @@ def describe(conn: psycopg.Connection, table: TargetTable) -> TableShape:
     rows = conn.execute(
         """
         SELECT a.attname,
-               CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE a.atttypid END::int AS type_oid,
-               coalesce(a.attnum = ANY (i.indkey), false) AS in_pk
+               CASE WHEN ty.typtype = 'd' THEN ty.typbasetype
+                    WHEN ty.typtype = 'e' THEN 'text'::regtype    -- an enum's binary form is its label
+                    ELSE a.atttypid END::int AS type_oid,
+               coalesce(a.attnum = ANY (i.indkey), false) AS in_pk,
+               c.relkind
           FROM pg_attribute a
           JOIN pg_type ty ON ty.oid = a.atttypid
           JOIN pg_class c ON c.oid = a.attrelid
@@ -73,7 +76,12 @@ def describe(conn: psycopg.Connection, table: TargetTable) -> TableShape:
     ).fetchall()
     if not rows:
         raise TableDefinitionError(f"table {table.qualified_name} does not exist: are the migrations applied?")
-    catalog = {name: (type_oid, in_pk) for name, type_oid, in_pk in rows}
+    if rows[0][3] != "r":
+        raise TableDefinitionError(
+            f"{table.qualified_name} is not a plain table (relkind {rows[0][3]!r}): the loader's counts and "
+            "upserts need one; load partitions or views through their own table"
+        )
+    catalog = {name: (type_oid, in_pk) for name, type_oid, in_pk, _ in rows}
     unknown = [c for c in table.columns if c not in catalog]
     if unknown:
         raise TableDefinitionError(f"{table.qualified_name} has no column(s) {unknown}")

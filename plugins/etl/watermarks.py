@@ -6,9 +6,11 @@ the one, logged, way back. Every move is recorded in etl.watermark_history for o
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,7 +41,7 @@ class Watermark:
     moved_by_run: str | None = None
 
 
-def _check_value(kind: CursorKind, value: Any) -> Any:
+def check_value(kind: CursorKind, value: Any) -> Any:
     if kind == "timestamp":
         if not isinstance(value, dt.datetime) or value.tzinfo is None:
             raise WatermarkError(f"a timestamp watermark needs a timezone-aware datetime, got {value!r}")
@@ -63,21 +65,44 @@ def render(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str) if not isinstance(value, int) else str(value)
 
 
-def claim(conn: psycopg.Connection, pipeline: str, scope: str) -> None:
-    """Claim (pipeline, scope) until the caller's transaction ends, or raise WatermarkBusy.
+def _lock_key(pipeline: str, scope: str) -> str:
+    return f"watermark:{pipeline}:{scope}"
 
-    Two incremental runs of one scope must not interleave: the second would load the same
-    window and race the first for the watermark. A transaction-scoped advisory lock works
-    before the watermark row exists and is released by PostgreSQL if the worker dies.
+
+def _busy(pipeline: str, scope: str) -> WatermarkBusy:
+    return WatermarkBusy(
+        f"pipeline {pipeline!r} scope {scope!r} is being loaded or reset by another run; "
+        "this run stops so the window is not loaded twice. Retry after the other run ends."
+    )
+
+
+@contextlib.contextmanager
+def claimed(conn: psycopg.Connection, pipeline: str, scope: str) -> Iterator[None]:
+    """Hold (pipeline, scope) for a whole incremental run, or raise WatermarkBusy at once.
+
+    Taken before the watermark is read and released after the load commits, so no other run,
+    and no reset(), can move the watermark between the read that sets the window and the
+    advance that closes it. A session-level advisory lock: PostgreSQL drops it if the worker dies.
     """
-    claimed = conn.execute(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (f"watermark:{pipeline}:{scope}",)
-    ).fetchone()[0]
-    if not claimed:
-        raise WatermarkBusy(
-            f"pipeline {pipeline!r} scope {scope!r} is being loaded by another run; "
-            "this run stops so the window is not loaded twice. Retry after the other run ends."
-        )
+    key = _lock_key(pipeline, scope)
+    if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+        conn.rollback()
+        raise _busy(pipeline, scope)
+    conn.commit()
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            conn.commit()
+
+
+def claim(conn: psycopg.Connection, pipeline: str, scope: str) -> None:
+    """Claim (pipeline, scope) until the caller's transaction ends, or raise WatermarkBusy."""
+    key = _lock_key(pipeline, scope)
+    if not conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+        raise _busy(pipeline, scope)
 
 
 def read(conn: psycopg.Connection, pipeline: str, scope: str, *, for_update: bool = False) -> Watermark | None:
@@ -105,7 +130,7 @@ def advance(
     conn: psycopg.Connection, pipeline: str, scope: str, kind: CursorKind, value: Any, *, run_id: str
 ) -> Watermark:
     """Move the watermark to `value` inside the caller's transaction; refuse to go backward."""
-    stored = _check_value(kind, value)
+    stored = check_value(kind, value)
     current = read(conn, pipeline, scope, for_update=True)
     if current is not None:
         if current.kind != kind:
@@ -131,7 +156,8 @@ def reset(
     """Set the watermark to any value, backward included; logged and kept in the history."""
     if not reason or not reason.strip():
         raise WatermarkError("reset() needs a reason: it is the only way a watermark moves back")
-    stored = _check_value(kind, value)
+    stored = check_value(kind, value)
+    claim(conn, pipeline, scope)  # never under a running load: it would advance past the rewind
     current = read(conn, pipeline, scope, for_update=True)
     _write(conn, pipeline, scope, kind, stored, run_id)
     _history(conn, pipeline, scope, "reset", current, value, run_id, reason)

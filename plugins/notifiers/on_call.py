@@ -17,6 +17,8 @@ import urllib.request
 from airflow.sdk import BaseNotifier
 from airflow.sdk.log import mask_secret
 
+from etl.ledger import redact_text
+
 log = logging.getLogger(__name__)
 
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
@@ -34,7 +36,7 @@ def summarize(context) -> str:
     max_tries = getattr(getattr(ti, "task", None), "retries", None)
     exception = context.get("exception")
     reason = f"{type(exception).__name__}: {exception}" if exception else context.get("reason", "no exception recorded")
-    reason = " ".join(str(reason).split())[:MESSAGE_LIMIT]
+    reason = " ".join(redact_text(str(reason)).split())[:MESSAGE_LIMIT]
     tries = f" on try {try_number} of {max_tries + 1}" if try_number and max_tries is not None else ""
     log_url = getattr(ti, "log_url", None)
     where = f" Log: {log_url}." if log_url else ""
