@@ -173,7 +173,6 @@ def main(n: int) -> dict:
         frame = pandas.DataFrame.from_records(rows, columns=list(COLUMNS))
         reset_table(url, "pandas")
         results["pandas to_sql (default method)"] = timed(lambda: pandas_to_sql(url, frame))
-        del frame
 
         rss = {f"{m:,} rows": peak_rss_of_streaming_upsert(url, m) for m in (max(n // 10, 1), n)}
 

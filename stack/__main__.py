@@ -19,10 +19,11 @@ from pathlib import Path
 import psutil
 
 from stack import settings
-from stack.connections import platform_connections
+from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
 from stack.embedded_pg import EmbeddedPostgres
-from stack.processes import ProcessGroup, stop_recorded
+from stack.processes import ProcessGroup, stop_recorded, write_private
 
+SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT)]
 COMPONENTS = {
     "api-server": ["api-server", "--port", str(settings.API_PORT)],
     "scheduler": ["scheduler"],
@@ -58,20 +59,40 @@ def airflow_cli(env: dict, *args: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def write_connections(env: dict, integrations_url: str) -> None:
+def write_connections(env: dict, integrations_url: str) -> list[str]:
+    """Write integrations_db, and a sandbox connection for each vendor the user has not configured.
+
+    Configured means: an AIRFLOW_CONN_<ID> variable, or a connection of that id in Airflow whose
+    description does not mark it as ours. Returns the vendor connection ids left on the sandbox.
+    """
+    existing_path = settings.AIRFLOW_HOME / "existing-connections.json"
+    airflow_cli(env, "connections", "export", str(existing_path), "--file-format", "json")
+    existing = json.loads(existing_path.read_text() or "{}")
+    existing_path.unlink()
+    connections = platform_connections(integrations_url)
+    sandboxed = []
+    for conn_id, connection in sandbox_connections(f"http://127.0.0.1:{settings.SANDBOX_PORT}").items():
+        user_set = f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ or (
+            conn_id in existing and existing[conn_id].get("description") != SANDBOX_DESCRIPTION)
+        if not user_set:
+            connections[conn_id] = connection
+            sandboxed.append(conn_id)
     path = settings.AIRFLOW_HOME / "connections.json"
-    path.write_text(json.dumps(platform_connections(integrations_url)))
-    path.chmod(0o600)
+    # `airflow connections import` wants `extra` as a JSON string, not an object.
+    for connection in connections.values():
+        connection["extra"] = json.dumps(connection.get("extra") or {})
+    write_private(path, json.dumps(connections))
     try:
         airflow_cli(env, "connections", "import", "--overwrite", str(path))
     finally:
         path.unlink()
+    return sandboxed
 
 
-def wait_for_api(group: ProcessGroup, timeout_seconds: int = 180) -> None:
+def wait_for_api(group: ProcessGroup, stop: dict, timeout_seconds: int = 180) -> None:
     url = f"http://127.0.0.1:{settings.API_PORT}/api/v2/monitor/health"
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop["requested"]:
         group.check_alive()
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -80,13 +101,66 @@ def wait_for_api(group: ProcessGroup, timeout_seconds: int = 180) -> None:
         except OSError:
             pass
         time.sleep(1)
-    raise TimeoutError(f"the API server did not answer on {url} within {timeout_seconds} s; see {settings.LOG_DIR}")
+    if not stop["requested"]:
+        raise TimeoutError(f"the API server did not answer on {url} within {timeout_seconds} s; see {settings.LOG_DIR}")
 
 
 def up() -> int:
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+        if not started["airflow"]:
+            raise KeyboardInterrupt  # still preparing: unwind through the finally below
+
+    started = {"airflow": False}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, request_stop)
     stop_running_stack(quiet=True)  # a stack left running by an earlier `up` is stopped first
-    settings.UP_PID_FILE.parent.mkdir(parents=True, exist_ok=True)
+    settings.LOCAL.mkdir(parents=True, exist_ok=True)
     settings.UP_PID_FILE.write_text(str(os.getpid()))
+    settings.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    group = ProcessGroup(settings.PID_FILE, settings.LOG_DIR)
+    return_code = 0
+    try:
+        local = prepare()
+        env = local.pop("env")
+        if local["sandboxed"]:
+            group.start("sandbox", SANDBOX, env)
+        for name, args in COMPONENTS.items():
+            group.start(name, [str(Path(sys.executable).with_name("airflow")), *args], env)
+        started["airflow"] = True
+        wait_for_api(group, stop)
+        if not stop["requested"]:
+            sandboxed = ", ".join(local["sandboxed"]) or "none"
+            print(
+                "\nAirflow is up.\n"
+                f"  UI:     http://127.0.0.1:{settings.API_PORT}\n"
+                f"  login:  {settings.ADMIN_USER} / {local['admin_password']}\n"
+                f"  vendors on the local sandbox (http://127.0.0.1:{settings.SANDBOX_PORT}): {sandboxed}\n"
+                f"  logs:   {settings.LOG_DIR}\n"
+                "Ctrl-C here, or `make down` from another shell, stops it.\n",
+                flush=True,
+            )
+        while not stop["requested"]:
+            group.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\ninterrupted while starting", flush=True)
+    except Exception as exc:  # a component died or never came up: say which, then clean up
+        print(f"\nstack failed: {exc}", file=sys.stderr, flush=True)
+        return_code = 1
+    finally:
+        started["airflow"] = True  # from here on a signal only sets the flag: cleanup must finish
+        print("stopping Airflow processes", flush=True)
+        group.stop_all()
+        stop_embedded()
+        settings.UP_PID_FILE.unlink(missing_ok=True)
+    return return_code
+
+
+def prepare() -> dict:
+    """Databases, migrations, Airflow's metadata and connections; returns the processes' environment."""
     integrations_url, metadata_url, _ = resolve_databases()
     sys.path.insert(0, str(settings.ROOT / "plugins"))
     from etl import migrate
@@ -95,48 +169,22 @@ def up() -> int:
     with connect(integrations_url, autocommit=True) as conn:
         applied = migrate.migrate(conn)
     print(f"integrations database migrated ({len(applied)} new migration(s))", flush=True)
-
     local = settings.local_secrets()
     env = {**os.environ, **settings.airflow_environment(metadata_url, local)}
     print("migrating the Airflow metadata database", flush=True)
     airflow_cli(env, "db", "migrate")
-    write_connections(env, integrations_url)
+    sandboxed = write_connections(env, integrations_url)
+    if sandboxed:
+        forget_sandbox_tokens(integrations_url)
+    return {"env": env, "admin_password": local.admin_password, "sandboxed": sandboxed}
 
-    settings.LOG_DIR.mkdir(parents=True, exist_ok=True)
-    group = ProcessGroup(settings.PID_FILE, settings.LOG_DIR)
-    stop = {"requested": False}
 
-    def request_stop(signum, frame):
-        stop["requested"] = True
+def forget_sandbox_tokens(integrations_url: str) -> None:
+    """The sandbox starts afresh, so OAuth tokens it issued to an earlier run no longer exist."""
+    from etl.db import connect
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
-        for name, args in COMPONENTS.items():
-            group.start(name, [str(Path(sys.executable).with_name("airflow")), *args], env)
-        wait_for_api(group)
-        print(
-            "\nAirflow is up.\n"
-            f"  UI:     http://127.0.0.1:{settings.API_PORT}\n"
-            f"  login:  {settings.ADMIN_USER} / {local.admin_password}\n"
-            f"  logs:   {settings.LOG_DIR}\n"
-            "Ctrl-C here, or `make down` from another shell, stops it.\n",
-            flush=True,
-        )
-        while not stop["requested"]:
-            group.check_alive()
-            time.sleep(1)
-    except Exception as exc:  # a component died or never came up: say which, then clean up
-        print(f"\nstack failed: {exc}", file=sys.stderr, flush=True)
-        return_code = 1
-    else:
-        return_code = 0
-    finally:
-        print("stopping Airflow processes", flush=True)
-        group.stop_all()
-        stop_embedded()
-        settings.UP_PID_FILE.unlink(missing_ok=True)
-    return return_code
+    with connect(integrations_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM etl.oauth_tokens WHERE vendor = 'qbo' AND scope = ANY(%s)", (list(SANDBOX_REALMS),))
 
 
 def stop_embedded() -> None:

@@ -1,7 +1,14 @@
 """The Airflow connections `make up` writes: the integrations database, then one per sandboxed vendor."""
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sandbox import qbo, servicetrade, trustfile
+
+SANDBOX_REALMS = qbo.REALMS
+
+# libpq parameters a URL may carry that etl.db passes on from the connection's extra.
+PASSED_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options")
 
 
 def integrations_db_connection(url: str) -> dict:
@@ -17,8 +24,33 @@ def integrations_db_connection(url: str) -> dict:
         "schema": (parts.path or "/integrations").lstrip("/") or "integrations",
         "login": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
+        "extra": {k: v for k, v in parse_qsl(parts.query) if k in PASSED_PARAMETERS},
     }
 
 
 def platform_connections(integrations_url: str) -> dict[str, dict]:
     return {"integrations_db": integrations_db_connection(integrations_url)}
+
+
+SANDBOX_DESCRIPTION = "Local vendor sandbox, written by make up. Replace it with the vendor's real credentials (docs/integrations/)."
+
+
+def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
+    """Vendor connections pointing at `python -m sandbox`, with the sandbox's own demo credentials."""
+    realm = qbo.REALMS[0]
+    return {
+        "qbo_default": {
+            "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
+            "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
+            "extra": {"realm_id": realm, "refresh_token": qbo.INITIAL_REFRESH_TOKENS[realm],
+                      "token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"},
+        },
+        "trustfile_default": {
+            "conn_type": "trustfile", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trustfile",
+            "password": trustfile.TOKEN, "extra": {"provisioning_url": f"{sandbox_url}/trustfile"},
+        },
+        "servicetrade_default": {
+            "conn_type": "servicetrade", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/servicetrade/api",
+            "login": servicetrade.USERNAME, "password": servicetrade.PASSWORD,
+        },
+    }

@@ -1,15 +1,16 @@
 """Start long-running processes in their own process groups and stop them by recorded pid.
 
 Each component gets a new session so that stopping it also stops what it spawned (API
-workers, executor workers, task supervisors). The pid file lets `make down` in another shell
-stop exactly what `make up` started, and nothing else.
+workers, executor workers). The pid file records each pid with its start time, so a stale file
+(after a reboot or a killed `make up`) never makes us signal an unrelated process that reused
+the pid. Stopping also collects every descendant first: Airflow's task supervisors put tasks in
+process groups of their own.
 """
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -19,6 +20,14 @@ class ComponentDied(RuntimeError):
     pass
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, from its creation on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
 class ProcessGroup:
     def __init__(self, pid_file: Path, log_dir: Path):
         self.pid_file = pid_file
@@ -26,16 +35,22 @@ class ProcessGroup:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, command: list[str], env: dict) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        log.close()
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._record()
         print(f"started {name} (pid {self.processes[name].pid}, log {self.log_dir / (name + '.log')})", flush=True)
 
     def _record(self) -> None:
-        self.pid_file.write_text("".join(f"{name} {p.pid}\n" for name, p in self.processes.items()))
+        lines = []
+        for name, process in self.processes.items():
+            try:
+                lines.append(f"{name} {process.pid} {psutil.Process(process.pid).create_time()}\n")
+            except psutil.NoSuchProcess:
+                continue
+        self.pid_file.write_text("".join(lines))
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -52,27 +67,69 @@ class ProcessGroup:
                 pass
 
 
-def stop_recorded(pid_file: Path, *, quiet: bool, grace_seconds: float = 20) -> int:
-    """SIGTERM every recorded process group, wait, then SIGKILL what is left. Returns groups stopped."""
+def _recorded(pid_file: Path) -> list[tuple[str, int]]:
+    """(name, pgid) of recorded components whose leader is still the process we started."""
     if not pid_file.exists():
-        return 0
+        return []
     groups = []
     for line in pid_file.read_text().splitlines():
-        name, pid = line.split()
-        if psutil.pid_exists(int(pid)):
+        name, pid, started = line.split()
+        try:
+            same = abs(psutil.Process(int(pid)).create_time() - float(started)) < 0.01
+        except psutil.NoSuchProcess:
+            same = False
+        if same or _group_members(int(pid)):
             groups.append((name, int(pid)))
-    for name, pid in groups:
+    return groups
+
+
+def stop_recorded(pid_file: Path, *, quiet: bool, grace_seconds: float = 20) -> int:
+    """SIGTERM each recorded group and all its descendants, wait, SIGKILL what is left."""
+    groups = _recorded(pid_file)
+    doomed: dict[int, psutil.Process] = {}
+    for name, pgid in groups:
         if not quiet:
-            print(f"stopping {name} (pid {pid})", flush=True)
-        _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline and any(_group_alive(pid) for _, pid in groups):
-        time.sleep(0.5)
-    for _, pid in groups:
-        if _group_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
+            print(f"stopping {name} (process group {pgid})", flush=True)
+        for process in _group_members(pgid):
+            doomed[process.pid] = process
+            for child in _descendants(process):
+                doomed[child.pid] = child
+        _signal_group(pgid, signal.SIGTERM)
+    for process in doomed.values():
+        _terminate(process)
+    _, alive = psutil.wait_procs(list(doomed.values()), timeout=grace_seconds)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
     pid_file.unlink(missing_ok=True)
     return len(groups)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _terminate(process: psutil.Process) -> None:
+    try:
+        process.terminate()
+    except psutil.NoSuchProcess:
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -80,13 +137,3 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    for process in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(process.info["pid"]) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return False

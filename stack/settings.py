@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from stack.processes import write_private
+
 ROOT = Path(__file__).resolve().parents[1]
 # Ignored by git: data, logs, pids, generated secrets. STACK_LOCAL_DIR moves it (the stack test
 # runs a second platform beside a developer's own).
@@ -22,6 +24,7 @@ SECRETS_FILE = LOCAL / "secrets.json"
 
 EMBEDDED_PG_PORT = int(os.environ.get("EMBEDDED_PG_PORT", "5433"))
 API_PORT = int(os.environ.get("AIRFLOW_API_PORT", "8080"))
+SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
 ADMIN_USER = "admin"
 
 
@@ -32,28 +35,31 @@ class LocalSecrets:
     fernet_key: str
     jwt_secret: str
     admin_password: str
+    integrations_fernet_key: str
 
 
 def local_secrets() -> LocalSecrets:
     LOCAL.mkdir(parents=True, exist_ok=True)
-    if SECRETS_FILE.exists():
-        return LocalSecrets(**json.loads(SECRETS_FILE.read_text()))
-    generated = LocalSecrets(
-        fernet_key=Fernet.generate_key().decode(),
-        jwt_secret=secrets.token_urlsafe(32),
-        admin_password=secrets.token_urlsafe(12),
-    )
-    SECRETS_FILE.write_text(json.dumps(generated.__dict__))
-    SECRETS_FILE.chmod(0o600)
-    return generated
+    fresh = {
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+        "jwt_secret": lambda: secrets.token_urlsafe(32),
+        "admin_password": lambda: secrets.token_urlsafe(12),
+        "integrations_fernet_key": lambda: Fernet.generate_key().decode(),
+    }
+    stored = json.loads(SECRETS_FILE.read_text()) if SECRETS_FILE.exists() else {}
+    missing = [name for name in fresh if name not in stored]
+    for name in missing:  # a checkout from before a secret existed gets it added, the others kept
+        stored[name] = fresh[name]()
+    if missing:
+        write_private(SECRETS_FILE, json.dumps(stored))
+    return LocalSecrets(**{name: stored[name] for name in fresh})
 
 
 def airflow_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str]:
     """Configuration shared by the CLI calls and the four Airflow processes of `make up`."""
     passwords_file = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-    passwords_file.write_text(json.dumps({ADMIN_USER: local.admin_password}))
-    passwords_file.chmod(0o600)
+    write_private(passwords_file, json.dumps({ADMIN_USER: local.admin_password}))
     return {
         "AIRFLOW_HOME": str(AIRFLOW_HOME),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -61,6 +67,7 @@ def airflow_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__FERNET_KEY": local.fernet_key,
+        "INTEGRATIONS_FERNET_KEY": os.environ.get("INTEGRATIONS_FERNET_KEY") or local.integrations_fernet_key,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",

@@ -69,3 +69,12 @@ def test_a_failing_webhook_is_logged_without_its_url_and_never_raises(webhook, m
     assert "on-call webhook post failed" in caplog.text
     assert "trustfile_sync.push_items failed" in caplog.text
     assert "s3cr3t-webhook-token" not in caplog.text
+
+
+def test_the_dag_level_callback_of_a_task_failure_does_not_alert_twice(webhook, monkeypatch, caplog):
+    url, received, _ = webhook
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
+    OnCallNotifier().notify({**failing_context(), "reason": "task_failure"})
+    assert received == []
+    OnCallNotifier().notify({**failing_context(), "reason": "timed_out", "exception": None})
+    assert len(received) == 1 and "Cause: timed_out." in received[0][1]["text"]

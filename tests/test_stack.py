@@ -3,6 +3,7 @@
 of its own, so a developer's running stack is left alone."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -31,6 +32,7 @@ def stack_env(tmp_path_factory):
         "STACK_LOCAL_DIR": str(tmp_path_factory.mktemp("stack")),
         "EMBEDDED_PG_PORT": str(_free_port()),
         "AIRFLOW_API_PORT": str(_free_port()),
+        "SANDBOX_PORT": str(_free_port()),
         # Airflow's side servers too, so a developer's own running stack does not collide.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
@@ -73,6 +75,18 @@ def _down(env, up: subprocess.Popen) -> None:
     assert alive == [], f"still running after make down: {[p.cmdline()[:3] for p in alive]}"
 
 
+LIST_CONNECTIONS = """
+import json
+from stack.smoke import call
+from stack import settings
+token = call("POST", "/auth/token", body={"username": settings.ADMIN_USER,
+                                          "password": settings.local_secrets().admin_password})["access_token"]
+found = call("GET", "/api/v2/connections?limit=100", token)["connections"]
+print(json.dumps({c["connection_id"]: c["conn_type"] + ("" if c["conn_type"] == "postgres" else " " + c["host"].split("//")[1])
+                  for c in found}))
+"""
+
+
 def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
     up, out = _start(stack_env, "first-up")
     try:
@@ -81,6 +95,14 @@ def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
                                env=stack_env, capture_output=True, text=True, timeout=420)
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         assert "integrations_maintenance run" in smoke.stdout and ": success" in smoke.stdout
+        assert "vendors on the local sandbox" in out.read_text() and "qbo_default" in out.read_text()
+        connections = subprocess.run([sys.executable, "-c", LIST_CONNECTIONS], cwd=ROOT, env=stack_env,
+                                     capture_output=True, text=True, timeout=60, check=True).stdout
+        sandbox = f"127.0.0.1:{stack_env['SANDBOX_PORT']}"
+        assert json.loads(connections) == {
+            "integrations_db": "postgres", "qbo_default": f"qbo {sandbox}/qbo",
+            "servicetrade_default": f"servicetrade {sandbox}/servicetrade/api",
+            "trustfile_default": f"trustfile {sandbox}/trustfile"}
     finally:
         _down(stack_env, up)
 

@@ -7,7 +7,7 @@ its binary COPY API.
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 INTEGRATIONS_CONN_ID = "integrations_db"
 APPLICATION_NAME = "integrations-etl"
@@ -31,13 +31,19 @@ def conninfo_from_airflow(conn_id: str = INTEGRATIONS_CONN_ID) -> str:
         "password": conn.password or None,
     }
     extra = conn.extra_dejson or {}
-    for key in ("sslmode", "sslrootcert", "connect_timeout", "options"):
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options"):
         if key in extra:
             params[key] = extra[key]
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
 def connect(conninfo: str | None = None, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection: to `conninfo` when given, else to the `integrations_db` connection."""
+    """Open a connection: to `conninfo` when given, else to the `integrations_db` connection.
+
+    Our session options are appended to any `options` the connection already carries.
+    """
     target = conninfo if conninfo is not None else conninfo_from_airflow()
-    return psycopg.connect(target, autocommit=autocommit, application_name=APPLICATION_NAME, options=SESSION_OPTIONS)
+    params = conninfo_to_dict(target)
+    options = " ".join(filter(None, [params.pop("options", None), SESSION_OPTIONS]))
+    params.setdefault("application_name", APPLICATION_NAME)
+    return psycopg.connect(make_conninfo(**params, options=options), autocommit=autocommit)

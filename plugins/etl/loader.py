@@ -116,7 +116,6 @@ def _changed(shape: TableShape, old: str, new: str) -> sql.Composable:
 
 
 def _merge_statement(shape: TableShape, staging, columns) -> sql.Composable:
-    key = sql.SQL(", ").join(map(sql.Identifier, shape.primary_key))
     join = sql.SQL(" AND ").join(
         sql.SQL("t.{col} = s.{col}").format(col=sql.Identifier(c)) for c in shape.primary_key
     )

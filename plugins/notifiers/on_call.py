@@ -54,6 +54,11 @@ class OnCallNotifier(BaseNotifier):
         self.timeout_seconds = timeout_seconds
 
     def notify(self, context) -> None:
+        if context.get("reason") == "task_failure":
+            # The DAG-run callback (only it carries a `reason`) of a run whose task failed: that
+            # task's own callback has already alerted, so one failure makes one alert.
+            log.info("DAG run failed because a task failed; that task's alert was already sent")
+            return
         summary = summarize(context)
         log.error(summary)
         url = os.environ.get(WEBHOOK_ENV)
