@@ -73,6 +73,19 @@ def throttled() -> Response:
                     media_type="application/xml")
 
 
+class _Realms:
+    """`sandbox.data[realm]`, generating a company's records on first access."""
+
+    def __init__(self, sandbox: "QboSandbox") -> None:
+        self.sandbox = sandbox
+
+    def __getitem__(self, realm: str) -> dict[str, list[dict]]:
+        return self.sandbox.realm_data(realm)
+
+    def __contains__(self, realm: object) -> bool:
+        return realm in REALMS
+
+
 class QboSandbox:
     name = NAME
 
@@ -95,19 +108,32 @@ class QboSandbox:
         self.access_tokens: dict[str, tuple[str, float]] = {}            # token -> (realm, expires at)
         self.refreshes = 0
         self.calls: dict[str, list[float]] = {}
-        self.data = {realm: self._generate(n) for n, realm in enumerate(REALMS)}
+        self._data: dict[str, dict[str, list[dict]]] = {}
+
+    @property
+    def data(self) -> "_Realms":
+        return _Realms(self)
+
+    def realm_data(self, realm: str) -> dict[str, list[dict]]:
+        """A company's records, generated on first use (large sizes cost memory only when used)."""
+        with self.state.lock:
+            if realm not in self._data:
+                self._data[realm] = self._generate(REALMS.index(realm))
+            return self._data[realm]
 
     def now(self) -> float:
         return time.time() + self.clock_offset
 
     def control(self, payload: dict) -> dict:
         """Tests move the clock, tune limits, and change records."""
+        for change in payload.get("touch", []):
+            self.realm_data(change["realm"])
         with self.state.lock:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
             self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
             for change in payload.get("touch", []):   # {"realm", "entity", "id", "fields": {...}}
-                record = next(r for r in self.data[change["realm"]][change["entity"]] if r["Id"] == change["id"])
+                record = next(r for r in self._data[change["realm"]][change["entity"]] if r["Id"] == change["id"])
                 record.update(change.get("fields", {}))
                 record["SyncToken"] = str(int(record["SyncToken"]) + 1)
                 record["MetaData"]["LastUpdatedTime"] = _stamp(
@@ -116,7 +142,7 @@ class QboSandbox:
 
     def inspect(self) -> dict:
         return {"refreshes": self.refreshes, "live_refresh_tokens": len(self.refresh_tokens),
-                "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self.data.items()}}
+                "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self._data.items()}}
 
     def _generate(self, realm_index: int) -> dict[str, list[dict]]:
         rng = random.Random(self.state.seed * 1000 + realm_index)

@@ -9,9 +9,10 @@ from sandbox.servicetrade import ServiceTradeSandbox
 from sandbox.trustfile import TrustFileSandbox
 
 
-def build_app(seed: int = 7) -> FastAPI:
+def build_app(seed: int = 7, qbo_records: int = 40, servicetrade_jobs: int = 240) -> FastAPI:
     state = SandboxState(seed)
-    vendors = [QboSandbox(state), TrustFileSandbox(state), ServiceTradeSandbox(state)]
+    vendors = [QboSandbox(state, per_entity=qbo_records), TrustFileSandbox(state),
+               ServiceTradeSandbox(state, jobs=servicetrade_jobs)]
     root = FastAPI(title="vendor sandbox")
 
     @root.get("/health")

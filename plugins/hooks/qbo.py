@@ -81,7 +81,12 @@ class QboHook(VendorHttpHook):
                     f"refresh token in connection {self.conn_id!r} (extra refresh_token)"
                     if "invalid_grant" in body else f"check the client id/secret of connection {self.conn_id!r}")
             raise VendorApiError(self.vendor, "POST", url, response.status_code, body, hint=hint)
-        payload = response.json()
+        try:
+            payload = response.json()
+        except ValueError:
+            raise VendorApiError(self.vendor, "POST", url, 200, "token answer is not valid JSON",
+                                 hint="the refresh may have rotated the token without us receiving it; if the "
+                                      "next try fails with invalid_grant, re-authorize the company") from None
         for key in ("access_token", "refresh_token"):
             register_secret(payload.get(key))
         return oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
@@ -107,15 +112,14 @@ class QboHook(VendorHttpHook):
         for attempt in (1, 2):
             headers = {**extra_headers, "Authorization": f"Bearer {self._access_token}"}
             try:
-                response = self.request(method, url, params=params, headers=headers, **kwargs)
+                payload = self.request_json(method, url, params=params, headers=headers, **kwargs)
             except VendorApiError as exc:
                 if exc.status != 401 or attempt == 2:
                     raise
                 self._access_token = self._token(rejected=self._access_token)
                 continue
-            payload = response.json()
             if "Fault" in payload:  # Intuit can report a fault with HTTP 200
-                raise self._fault_error(method, url, response.status_code, payload["Fault"])
+                raise self._fault_error(method, url, 200, payload["Fault"])
             return payload
         raise AssertionError("unreachable")
 

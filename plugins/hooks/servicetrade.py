@@ -65,10 +65,10 @@ class ServiceTradeHook(VendorHttpHook):
         conn = self.connection
         if not conn.login or not conn.password:
             raise ValueError(f"connection {self.conn_id!r} needs login and password")
-        response = self.request("POST", "/auth", json={"username": conn.login, "password": conn.password})
-        token = (response.json().get("data") or {}).get("authToken")
+        answer = self.request_json("POST", "/auth", json={"username": conn.login, "password": conn.password})
+        token = (answer.get("data") or {}).get("authToken")
         if not token:
-            raise VendorApiError(self.vendor, "POST", "/auth", response.status_code, "no authToken in the answer")
+            raise VendorApiError(self.vendor, "POST", "/auth", 200, "no authToken in the answer")
         register_secret(token)
         self.session.cookies.clear()  # the session cookie travels explicitly, per call
         self._token = token
@@ -88,13 +88,13 @@ class ServiceTradeHook(VendorHttpHook):
         if self._token is None:
             raise RuntimeError("ServiceTrade calls run inside `with hook.transaction():`")
         try:
-            return self.request(method, path, cookies={"PHPSESSID": self._token}, **kwargs).json()
+            return self.request_json(method, path, cookies={"PHPSESSID": self._token}, **kwargs)
         except VendorApiError as exc:
             if exc.status != 401:
                 raise
             log.warning("ServiceTrade session evicted (another login of this user); authenticating again")
             self._login()
-            return self.request(method, path, cookies={"PHPSESSID": self._token}, **kwargs).json()
+            return self.request_json(method, path, cookies={"PHPSESSID": self._token}, **kwargs)
 
     # ---- lists --------------------------------------------------------------------------------
 

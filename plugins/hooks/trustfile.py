@@ -67,7 +67,7 @@ class TrustFileHook(VendorHttpHook):
     def _push_batch(self, connection_id: str, batch: list[dict], report: PushReport) -> None:
         path = f"/v3/connections/{connection_id}/items"
         try:
-            response = self.request("POST", path, json={"items": batch})
+            answer = self.request_json("POST", path, json={"items": batch})
         except VendorApiError as exc:
             report.calls += 1
             bad = self._rejected_items(exc, batch)
@@ -80,7 +80,7 @@ class TrustFileHook(VendorHttpHook):
                 self._push_batch(connection_id, rest, report)
             return
         report.calls += 1
-        report.processed += int(response.json().get("processed", 0))
+        report.processed += int(answer.get("processed", 0))
 
     @staticmethod
     def _rejected_items(exc: VendorApiError, batch: list[dict]) -> dict[int, list[str]]:
@@ -106,21 +106,20 @@ class TrustFileHook(VendorHttpHook):
 
     def get_item(self, connection_id: str, item_id: str) -> list[dict]:
         """The sale and/or refund stored under `item_id`."""
-        return self.request("GET", f"/v3/connections/{connection_id}/items/{item_id}").json()["items"]
+        return self.request_json("GET", f"/v3/connections/{connection_id}/items/{item_id}")["items"]
 
     def get_company(self, connection_id: str) -> dict:
-        return self.request("GET", f"/v3/connections/{connection_id}").json()["company"]
+        return self.request_json("GET", f"/v3/connections/{connection_id}")["company"]
 
     # ---- provisioning -----------------------------------------------------------------------
 
     def signup(self, *, email: str, company_name: str, **fields) -> str:
         """Create the TrustFile account; return its company token (the connection id we push to)."""
         body = {"email": email, "companyName": company_name, **fields}
-        response = self.request("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
-        payload = response.json()
+        payload = self.request_json("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
         if payload.get("status") != "Success" or not payload.get("companyToken"):
             message = (payload.get("notification") or {}).get("message", "no companyToken in the answer")
-            raise VendorApiError(self.vendor, "POST", "/v4/company/signup", response.status_code, message,
+            raise VendorApiError(self.vendor, "POST", "/v4/company/signup", 200, message,
                                  hint="the account was not created; retry the provisioning run")
         return payload["companyToken"]
 

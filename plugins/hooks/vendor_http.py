@@ -83,8 +83,10 @@ def sanitize_url(url: str) -> str:
 class VendorApiError(RuntimeError):
     """A vendor call failed. The text is safe to log: no secret, a short body excerpt."""
 
-    def __init__(self, vendor: str, method: str, url: str, status: int | None, detail: str, *, hint: str = ""):
+    def __init__(self, vendor: str, method: str, url: str, status: int | None, detail: str, *, hint: str = "",
+                 malformed: bool = False):
         self.vendor = vendor
+        self.malformed = malformed
         self.method = method
         self.path = sanitize_url(url)
         self.status = status
@@ -97,7 +99,8 @@ class VendorApiError(RuntimeError):
 
     @property
     def transient(self) -> bool:
-        return self.status is None or self.status == 429 or self.status >= 500
+        """Worth retrying: no answer, throttled, a server error, or a body cut short in transit."""
+        return self.malformed or self.status is None or self.status == 429 or self.status >= 500
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -159,6 +162,10 @@ class VendorHttpHook(BaseHook):
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
 
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """`request()` and parse the JSON body; a body that does not parse is retried like a 5xx."""
+        return self.request(method, path, _parse_json=True, **kwargs)
+
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send one request with the retry policy; return the response or raise VendorApiError."""
         retrying = Retrying(
@@ -170,7 +177,7 @@ class VendorHttpHook(BaseHook):
         )
         return retrying(self._send, method, self.url(path), **kwargs)
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, _parse_json: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", (self.connect_timeout, self.read_timeout))
         started = time.monotonic()
         try:
@@ -182,7 +189,15 @@ class VendorHttpHook(BaseHook):
                   time.monotonic() - started)
         if response.status_code >= 400:
             raise self.error_for(method, url, response)
-        return response
+        if not _parse_json:
+            return response
+        try:
+            return response.json()
+        except ValueError:
+            raise VendorApiError(self.vendor, method, url, response.status_code,
+                                 f"the body is not valid JSON ({len(response.content)} bytes): {response.text[:80]}",
+                                 hint="truncated or malformed answer; retried, and nothing was loaded from it",
+                                 malformed=True) from None
 
     def error_for(self, method: str, url: str, response: requests.Response) -> VendorApiError:
         """Turn an error response into VendorApiError; vendors override to parse their error bodies."""

@@ -177,3 +177,10 @@ def test_no_secret_or_token_in_debug_logs(qbo_env, sandbox, conn, caplog, capfd)
     for secret in (qbo_sandbox.CLIENT_SECRET, "wrong-client-secret-value", qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],
                    decrypt(refresh), decrypt(access)):
         assert secret not in output
+
+
+def test_a_truncated_body_is_retried(qbo_env, sandbox):
+    hook = QboHook()
+    hook.check_credentials()
+    sandbox.faults("qbo", truncate_next=1)
+    assert len(list(hook.query("Payment"))) == 40

@@ -119,3 +119,11 @@ def test_no_password_or_session_token_in_debug_logs(hook, connection, sandbox, c
     assert "/servicetrade/api/company" in output
     for secret in (st.PASSWORD, "not-the-password-either", token):
         assert secret not in output
+
+
+def test_a_truncated_body_is_retried_not_loaded(hook, sandbox):
+    with hook.transaction():
+        sandbox.faults("servicetrade", truncate_next=1)
+        companies = list(hook.list_companies(updated_after=0))
+    assert len(companies) == 30
+    assert [r["status"] for r in list_calls(sandbox, "company")] == [200, 200]
