@@ -1,0 +1,33 @@
+"""Our connection types reach Airflow's providers manager, which fills the UI's connection form."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json
+from airflow.providers_manager import ProvidersManager
+pm = ProvidersManager()
+print(json.dumps({
+    "hooks": {t: pm.hooks[t].hook_class_name for t in ("qbo", "trustfile", "servicetrade") if pm.hooks.get(t)},
+    "qbo_labels": pm.field_behaviours.get("qbo", {}).get("relabeling"),
+    "widgets": sorted(k for k in pm.connection_form_widgets if k.startswith(("extra__qbo__", "extra__trustfile__"))),
+}))
+"""
+
+
+def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["hooks"] == {"qbo": "hooks.qbo.QboHook", "trustfile": "hooks.trustfile.TrustFileHook",
+                              "servicetrade": "hooks.servicetrade.ServiceTradeHook"}
+    assert found["qbo_labels"]["password"] == "OAuth client secret"
+    assert found["widgets"] == ["extra__qbo__minorversion", "extra__qbo__realm_id", "extra__qbo__refresh_token",
+                                "extra__qbo__token_url", "extra__trustfile__provisioning_url"]
