@@ -71,3 +71,10 @@ def test_worker_can_scale(compose):
     worker = compose["services"]["airflow-worker"]
     assert worker["command"] == "celery worker"
     assert "container_name" not in worker and "ports" not in worker
+
+
+def test_sandbox_service_serves_the_vendor_simulators(compose):
+    sandbox = compose["services"]["sandbox"]
+    assert sandbox["entrypoint"][:3] == ["python", "-m", "sandbox"]
+    assert any(_mount_target(v) == "/opt/airflow/sandbox" for v in sandbox["volumes"])
+    assert (ROOT / "sandbox" / "__main__.py").is_file()
