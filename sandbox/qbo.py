@@ -68,9 +68,9 @@ def _unauthorized(detail: str) -> JSONResponse:
                         status_code=401)
 
 
-def throttled() -> Response:
-    return Response(THROTTLE_XML.format(time=_stamp(dt.datetime.now(dt.timezone.utc))), status_code=429,
-                    media_type="application/xml")
+def throttled(status: int = 429) -> Response:
+    return Response(THROTTLE_XML.format(time=_stamp(dt.datetime.now(dt.timezone.utc))).replace(
+        "statusCode=429", f"statusCode={status}"), status_code=status, media_type="application/xml")
 
 
 class _Realms:
@@ -93,7 +93,7 @@ class QboSandbox:
         self.state = state
         self.per_entity = per_entity
         self.app = FastAPI(title="QuickBooks Online sandbox")
-        install_faults(self.app, NAME, state, throttled)
+        install_faults(self.app, NAME, state, lambda: throttled(self.throttle_status))
         self.reset()
         self._routes()
 
@@ -103,6 +103,7 @@ class QboSandbox:
         self.clock_offset = 0.0
         self.rate_per_minute = 500
         self.refresh_grace_seconds = 0.0
+        self.throttle_status = 429   # older QBO answers used 403 with the same XML body
         self.refresh_tokens: dict[str, tuple[str, float | None]] = {   # token -> (realm, dies at)
             token: (realm, None) for realm, token in INITIAL_REFRESH_TOKENS.items()}
         self.access_tokens: dict[str, tuple[str, float]] = {}            # token -> (realm, expires at)
@@ -132,6 +133,7 @@ class QboSandbox:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
             self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
+            self.throttle_status = int(payload.get("throttle_status", self.throttle_status))
             for change in payload.get("touch", []):   # {"realm", "entity", "id", "fields": {...}}
                 record = next(r for r in self._data[change["realm"]][change["entity"]] if r["Id"] == change["id"])
                 record.update(change.get("fields", {}))
@@ -310,7 +312,7 @@ class QboSandbox:
             return _fault(400, "2010", "Request has invalid or unsupported property",
                           "minorversion 75 or newer is required")
         if self._rate_limited(realm):
-            return throttled()
+            return throttled(self.throttle_status)
         return None
 
     def _query(self, realm: str, text: str):
@@ -334,7 +336,9 @@ class QboSandbox:
         if match["what"].upper() == "COUNT(*)":
             return {"QueryResponse": {"totalCount": len(rows)}, "time": _stamp(dt.datetime.now(dt.timezone.utc))}
         if match["order"]:
-            rows.sort(key=lambda r: (dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]), int(r["Id"])),
+            # QBO promises no order among equal timestamps; neither do we (a scrambled, stable one).
+            rows.sort(key=lambda r: (dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]),
+                                     (int(r["Id"]) * 7919) % 1009),
                       reverse=(match["dir"] or "ASC").upper() == "DESC")
         start, size = int(match["start"] or 1), int(match["max"] or 100)
         if start < 1 or size < 1 or size > MAX_RESULTS:

@@ -77,7 +77,14 @@ class TrustFileSandbox:
         self.reset()
         self._routes()
 
+    def control(self, payload: dict) -> dict:
+        """`all_errors: false` answers only the first validation error, as ajv does by default."""
+        with self.state.lock:
+            self.all_errors = bool(payload.get("all_errors", self.all_errors))
+        return {"all_errors": self.all_errors}
+
     def reset(self) -> None:
+        self.all_errors = True
         self.items: dict[tuple[str, str, bool], dict] = {}
         self.push_calls: dict[str, int] = {}
         self.companies: dict[str, dict] = {
@@ -118,6 +125,8 @@ class TrustFileSandbox:
                     {"keyword": "maxItems", "dataPath": ".items",
                      "message": f"Should not have more than {MAX_ITEMS} items", "schema": MAX_ITEMS}]}, status_code=400)
             errors = _validate(items)
+            if errors and not self.all_errors:
+                errors = errors[:1]
             if errors:
                 return JSONResponse({"processed": 0, "dateTime": _now(), "errors": errors}, status_code=400)
             with self.state.lock:

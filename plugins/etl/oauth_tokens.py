@@ -44,7 +44,7 @@ def _fingerprint(token: str) -> str:
 
 
 def access_token(
-    conn: psycopg.Connection,
+    connect: Callable[[], psycopg.Connection],
     vendor: str,
     scope: str,
     *,
@@ -55,41 +55,69 @@ def access_token(
     """A valid access token for (vendor, scope), refreshing (and rotating) only when needed.
 
     `rejected_access_token`: the vendor just answered 401 to this token, so it is refreshed even if
-    not yet expired, unless another worker has already replaced it. `conn` is used in autocommit
-    style: this function commits its own transaction.
+    not yet expired, unless another worker has already replaced it. `connect` opens a new database
+    connection; the refresh happens under the row's lock and its result is committed at once.
     """
     now = dt.datetime.now(dt.timezone.utc)
     seed = _fingerprint(seed_refresh_token)
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO etl.oauth_tokens (vendor, scope, refresh_token, seed_fingerprint) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (vendor, scope) DO NOTHING",
-            (vendor, scope, encrypt(seed_refresh_token), seed),
-        )
-        row = conn.execute(
-            "SELECT refresh_token, access_token, access_expires_at, seed_fingerprint FROM etl.oauth_tokens "
-            "WHERE vendor = %s AND scope = %s FOR UPDATE",
-            (vendor, scope),
-        ).fetchone()
-        stored_refresh, stored_access, access_expires_at, stored_seed = row
-        if stored_seed != seed:
-            log.warning("%s/%s: the connection carries a new refresh token (re-authorized); using it", vendor, scope)
-            stored_refresh, stored_access = encrypt(seed_refresh_token), None
-        if stored_access is not None and access_expires_at and access_expires_at - EXPIRY_MARGIN > now:
-            current = decrypt(stored_access)
-            if current != rejected_access_token:
-                return current
-        grant = refresh(decrypt(stored_refresh))   # under the row lock: no other worker refreshes now
-        conn.execute(
-            """
-            UPDATE etl.oauth_tokens SET refresh_token = %s, refresh_expires_at = %s, access_token = %s,
-                   access_expires_at = %s, seed_fingerprint = %s, rotated_at = now(), rotations = rotations + 1
-             WHERE vendor = %s AND scope = %s
-            """,
-            (encrypt(grant.refresh_token),
-             now + dt.timedelta(seconds=grant.refresh_expires_in) if grant.refresh_expires_in else None,
-             encrypt(grant.access_token), now + dt.timedelta(seconds=grant.access_expires_in), seed, vendor, scope),
-        )
-    log.info("%s/%s: access token refreshed; refresh token %s", vendor, scope,
-             "rotated" if grant.refresh_token != decrypt(stored_refresh) else "unchanged")
+    grant: TokenGrant | None = None
+    try:
+        with connect() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO etl.oauth_tokens (vendor, scope, refresh_token, seed_fingerprint) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (vendor, scope) DO NOTHING",
+                (vendor, scope, encrypt(seed_refresh_token), seed),
+            )
+            row = conn.execute(
+                "SELECT refresh_token, access_token, access_expires_at, seed_fingerprint FROM etl.oauth_tokens "
+                "WHERE vendor = %s AND scope = %s FOR UPDATE",
+                (vendor, scope),
+            ).fetchone()
+            stored_refresh, stored_access, access_expires_at, stored_seed = row
+            if stored_seed != seed:
+                log.warning("%s/%s: the connection carries a new refresh token (re-authorized); using it",
+                            vendor, scope)
+                stored_refresh, stored_access = encrypt(seed_refresh_token), None
+            if stored_access is not None and access_expires_at and access_expires_at - EXPIRY_MARGIN > now:
+                current = decrypt(stored_access)
+                if current != rejected_access_token:
+                    return current
+            grant = refresh(decrypt(stored_refresh))   # under the row lock: no other worker refreshes now
+            _save(conn, vendor, scope, grant, seed, now)
+    except BaseException:
+        # The vendor may already have rotated the refresh token: if its answer is in hand but the
+        # commit did not happen (an error or a timeout in between), save it on a fresh connection
+        # now that the rollback released the lock. Only a kill in that instant can still lose it.
+        if grant is not None and not _saved(connect, vendor, scope, grant):
+            with connect() as conn, conn.transaction():
+                _save(conn, vendor, scope, grant, seed, now)
+            log.warning("%s/%s: saved the rotated token after the refresh step failed", vendor, scope)
+        raise
+    log.info("%s/%s: access token refreshed", vendor, scope)
     return grant.access_token
+
+
+def _save(conn: psycopg.Connection, vendor: str, scope: str, grant: TokenGrant, seed: str, now: dt.datetime) -> None:
+    # An upsert: after a failed first refresh the seeded row itself was rolled back.
+    conn.execute(
+        """
+        INSERT INTO etl.oauth_tokens AS o (vendor, scope, refresh_token, refresh_expires_at, access_token,
+                                           access_expires_at, seed_fingerprint, rotations)
+        VALUES (%(vendor)s, %(scope)s, %(refresh)s, %(refresh_until)s, %(access)s, %(access_until)s, %(seed)s, 1)
+        ON CONFLICT (vendor, scope) DO UPDATE SET
+            refresh_token = EXCLUDED.refresh_token, refresh_expires_at = EXCLUDED.refresh_expires_at,
+            access_token = EXCLUDED.access_token, access_expires_at = EXCLUDED.access_expires_at,
+            seed_fingerprint = EXCLUDED.seed_fingerprint, rotated_at = now(), rotations = o.rotations + 1
+        """,
+        {"vendor": vendor, "scope": scope, "refresh": encrypt(grant.refresh_token),
+         "refresh_until": now + dt.timedelta(seconds=grant.refresh_expires_in) if grant.refresh_expires_in else None,
+         "access": encrypt(grant.access_token), "access_until": now + dt.timedelta(seconds=grant.access_expires_in),
+         "seed": seed},
+    )
+
+
+def _saved(connect: Callable[[], psycopg.Connection], vendor: str, scope: str, grant: TokenGrant) -> bool:
+    with connect() as conn:
+        row = conn.execute("SELECT refresh_token FROM etl.oauth_tokens WHERE vendor = %s AND scope = %s",
+                           (vendor, scope)).fetchone()
+    return row is not None and decrypt(row[0]) == grant.refresh_token

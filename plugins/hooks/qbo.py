@@ -27,7 +27,8 @@ from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 DEFAULT_MINOR_VERSION = 75
 PAGE_SIZE = 1000
-_XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>.*?(?:<Detail>(.*?)</Detail>)?", re.S)
+_XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
+_XML_DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.S)
 
 
 def qbo_timestamp(moment: dt.datetime) -> str:
@@ -42,6 +43,9 @@ class QboHook(VendorHttpHook):
     default_conn_name = "qbo_default"
     conn_type = "qbo"
     hook_name = "QuickBooks Online"
+
+    # QBO's limits are per minute and it sends no Retry-After: wait for the next window.
+    throttle_wait_seconds: float = 61.0
 
     def __init__(self, conn_id: str | None = None, **kwargs):
         super().__init__(conn_id, **kwargs)
@@ -70,9 +74,10 @@ class QboHook(VendorHttpHook):
         url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
         try:
             response = requests.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                                     auth=(conn.login, conn.password), headers={"Accept": "application/json"},
+                                     auth=((conn.login or "").strip(), self.password),
+                                     headers={"Accept": "application/json"},
                                      timeout=(self.connect_timeout, self.read_timeout))
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.RequestException as exc:
             raise VendorApiError(self.vendor, "POST", url, None, type(exc).__name__,
                                  hint="the token endpoint did not answer; the task retries") from None
         if response.status_code != 200:
@@ -96,14 +101,17 @@ class QboHook(VendorHttpHook):
         seed = self.extra.get("refresh_token")
         if not seed:
             raise ValueError(f"connection {self.conn_id!r} has no extra refresh_token")
-        with db.connect() as conn:
-            token = oauth_tokens.access_token(conn, "qbo", self.realm_id, seed_refresh_token=seed,
-                                              refresh=self._refresh, rejected_access_token=rejected)
+        token = oauth_tokens.access_token(db.connect, "qbo", self.realm_id, seed_refresh_token=seed,
+                                          refresh=self._refresh, rejected_access_token=rejected)
         register_secret(token)
         return token
 
-    def api(self, method: str, path: str, **kwargs: Any) -> dict:
-        """Call `/v3/company/{realm}/{path}` with a valid token and minorversion; a 401 refreshes once."""
+    def api(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any) -> dict:
+        """Call `/v3/company/{realm}/{path}` with a valid token and minorversion; a 401 refreshes once.
+
+        Reads sent as POST (`query`) pass idempotent=True; creating calls should send QBO's
+        `requestid` parameter so that a retry cannot create twice.
+        """
         params = {**kwargs.pop("params", {}), "minorversion": self.extra.get("minorversion", DEFAULT_MINOR_VERSION)}
         url = f"/v3/company/{self.realm_id}/{path.lstrip('/')}"
         extra_headers = kwargs.pop("headers", {})
@@ -112,7 +120,8 @@ class QboHook(VendorHttpHook):
         for attempt in (1, 2):
             headers = {**extra_headers, "Authorization": f"Bearer {self._access_token}"}
             try:
-                payload = self.request_json(method, url, params=params, headers=headers, **kwargs)
+                payload = self.request_json(method, url, params=params, headers=headers, idempotent=idempotent,
+                                            **kwargs)
             except VendorApiError as exc:
                 if exc.status != 401 or attempt == 2:
                     raise
@@ -136,7 +145,7 @@ class QboHook(VendorHttpHook):
         start = 1
         while True:
             payload = self.api("POST", "query", data=f"{base} STARTPOSITION {start} MAXRESULTS {page_size}",
-                               headers={"Content-Type": "application/text"})
+                               headers={"Content-Type": "application/text"}, idempotent=True)
             if "QueryResponse" not in payload:
                 raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
                                      hint="unexpected response shape; nothing was loaded")
@@ -165,15 +174,16 @@ class QboHook(VendorHttpHook):
         return changes
 
     def check_credentials(self) -> None:
-        self.api("POST", "query", data="SELECT COUNT(*) FROM Payment", headers={"Content-Type": "application/text"})
+        self.api("POST", "query", data="SELECT COUNT(*) FROM Payment", headers={"Content-Type": "application/text"},
+                 idempotent=True)
 
     # ---- errors -------------------------------------------------------------------------------
 
     def error_for(self, method, url, response):
         text = response.text or ""
         if text.lstrip().startswith("<"):
-            match = _XML_MESSAGE.search(text)
-            detail = " ".join(filter(None, match.groups())) if match else text
+            parts = [m.group(1).strip() for m in (_XML_MESSAGE.search(text), _XML_DETAIL.search(text)) if m]
+            detail = " ".join(parts) or text
         else:
             try:
                 body = response.json()
@@ -181,9 +191,11 @@ class QboHook(VendorHttpHook):
                 body = {}
             fault = body.get("Fault") or body.get("fault")
             detail = self._fault_text(fault) if fault else text
-        error = VendorApiError(self.vendor, method, url, response.status_code, detail,
-                               hint=self.hint_for(response.status_code))
-        error.retry_after = None if response.status_code != 429 else _retry_after_or_none(response)
+        throttled = "ThrottleExceeded" in detail   # 429 today, 403 in older answers; never a Retry-After
+        error = VendorApiError(self.vendor, method, url, 429 if throttled else response.status_code, detail,
+                               hint="QBO throttling (about 500 requests a minute per company); retried after "
+                                    f"{self.throttle_wait_seconds:g} s" if throttled else self.hint_for(response.status_code))
+        error.retry_after = self.throttle_wait_seconds if throttled else None
         return error
 
     def _fault_error(self, method, url, status, fault) -> VendorApiError:
@@ -196,8 +208,3 @@ class QboHook(VendorHttpHook):
         parts = [f"{e.get('code', '?')} {e.get('Message') or e.get('message', '')}: {e.get('Detail') or e.get('detail', '')}"
                  for e in errors]
         return f"{fault.get('type', 'Fault')}: " + "; ".join(parts)
-
-
-def _retry_after_or_none(response) -> float | None:
-    value = response.headers.get("Retry-After")
-    return float(value) if value and value.replace(".", "", 1).isdigit() else None

@@ -63,9 +63,10 @@ class ServiceTradeHook(VendorHttpHook):
 
     def _login(self) -> None:
         conn = self.connection
-        if not conn.login or not conn.password:
+        if not conn.login or not self.password:
             raise ValueError(f"connection {self.conn_id!r} needs login and password")
-        answer = self.request_json("POST", "/auth", json={"username": conn.login, "password": conn.password})
+        # Not repeated after a timeout or a cut-off answer: each try could open a session we never end.
+        answer = self.request_json("POST", "/auth", json={"username": conn.login.strip(), "password": self.password})
         token = (answer.get("data") or {}).get("authToken")
         if not token:
             raise VendorApiError(self.vendor, "POST", "/auth", 200, "no authToken in the answer")

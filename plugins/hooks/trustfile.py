@@ -44,9 +44,9 @@ class TrustFileHook(VendorHttpHook):
 
 
     def authenticate(self, session) -> None:
-        if not self.connection.password:
+        if not self.password:
             raise ValueError(f"connection {self.conn_id!r} has no password (the extractor_to_avalara token)")
-        session.headers["Authorization"] = f"Bearer {self.connection.password}"
+        session.headers["Authorization"] = f"Bearer {self.password}"
 
     @property
     def provisioning_url(self) -> str:
@@ -65,22 +65,27 @@ class TrustFileHook(VendorHttpHook):
         return report
 
     def _push_batch(self, connection_id: str, batch: list[dict], report: PushReport) -> None:
+        """Push one batch; while TrustFile names bad items, set them aside and push what is left.
+
+        TrustFile may name every bad item at once or only the first (ajv's default); either way each
+        round removes at least one item, so this ends.
+        """
         path = f"/v3/connections/{connection_id}/items"
-        try:
-            answer = self.request_json("POST", path, json={"items": batch})
-        except VendorApiError as exc:
+        while batch:
             report.calls += 1
-            bad = self._rejected_items(exc, batch)
-            if exc.status != 400 or not bad:
-                raise
-            for index, messages in bad.items():
-                report.rejected.setdefault(str(batch[index].get("itemId")), []).extend(messages)
-            rest = [item for index, item in enumerate(batch) if index not in bad]
-            if rest:
-                self._push_batch(connection_id, rest, report)
+            try:
+                # Items are upserted by itemId, so repeating a push after a timeout is harmless.
+                answer = self.request_json("POST", path, json={"items": batch}, idempotent=True)
+            except VendorApiError as exc:
+                bad = self._rejected_items(exc, batch)
+                if exc.status != 400 or not bad:
+                    raise
+                for index, messages in bad.items():
+                    report.rejected.setdefault(str(batch[index].get("itemId")), []).extend(messages)
+                batch = [item for index, item in enumerate(batch) if index not in bad]
+                continue
+            report.processed += int(answer.get("processed", 0))
             return
-        report.calls += 1
-        report.processed += int(answer.get("processed", 0))
 
     @staticmethod
     def _rejected_items(exc: VendorApiError, batch: list[dict]) -> dict[int, list[str]]:
@@ -116,17 +121,35 @@ class TrustFileHook(VendorHttpHook):
     def signup(self, *, email: str, company_name: str, **fields) -> str:
         """Create the TrustFile account; return its company token (the connection id we push to)."""
         body = {"email": email, "companyName": company_name, **fields}
-        payload = self.request_json("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
+        try:
+            payload = self.request_json("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
+        except VendorApiError as exc:
+            if self._user_exists(email):
+                raise VendorApiError(self.vendor, "POST", "/v4/company/signup", exc.status,
+                                     f"signup failed ({exc.detail}) but TrustFile knows {email} now",
+                                     hint="the account may have been created without us receiving its company "
+                                          "token: find it in TrustFile before provisioning again") from None
+            raise
         if payload.get("status") != "Success" or not payload.get("companyToken"):
             message = (payload.get("notification") or {}).get("message", "no companyToken in the answer")
             raise VendorApiError(self.vendor, "POST", "/v4/company/signup", 200, message,
                                  hint="the account was not created; retry the provisioning run")
         return payload["companyToken"]
 
+    def _user_exists(self, email: str) -> bool:
+        try:
+            answer = self.request_json("GET", f"{self.provisioning_url}/v4/company", params={"email": email})
+        except VendorApiError:
+            return False
+        return str(answer.get("success")).lower() == "true"
+
     def check_credentials(self) -> None:
-        """An unknown connection answers 404 to a valid token and 401 to an invalid one."""
+        """An unknown connection answers TrustFile's own 404 to a valid token, and 401 to an invalid one."""
         try:
             self.request("GET", "/v3/connections/credential-check")
         except VendorApiError as exc:
-            if exc.status != 404:
+            if exc.status != 404 or "Connection not found" not in exc.detail:
                 raise
+            return
+        raise VendorApiError(self.vendor, "GET", "/v3/connections/credential-check", 200,
+                             "an unknown connection was found", hint="is the host really the TrustFile Items API?")

@@ -107,6 +107,14 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, VendorApiError) and exc.transient
 
 
+def _safe_to_repeat(exc: BaseException) -> bool:
+    """For calls that create something: only an explicit refusal (429) proves nothing happened."""
+    return isinstance(exc, VendorApiError) and exc.status == 429
+
+
+IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+
+
 class VendorHttpHook(BaseHook):
     """Base for vendor hooks. Subclasses set the class attributes and override `authenticate()`."""
 
@@ -141,6 +149,11 @@ class VendorHttpHook(BaseHook):
         return [conn.password]
 
     @property
+    def password(self) -> str:
+        """The connection's password without the stray whitespace a paste leaves behind."""
+        return (self.connection.password or "").strip()
+
+    @property
     def base_url(self) -> str:
         host = (self.connection.host or "").rstrip("/")
         if not host:
@@ -162,14 +175,21 @@ class VendorHttpHook(BaseHook):
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.base_url}/{path.lstrip('/')}"
 
-    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request_json(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any) -> Any:
         """`request()` and parse the JSON body; a body that does not parse is retried like a 5xx."""
-        return self.request(method, path, _parse_json=True, **kwargs)
+        return self.request(method, path, idempotent=idempotent, _parse_json=True, **kwargs)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request with the retry policy; return the response or raise VendorApiError."""
+    def request(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any) -> requests.Response:
+        """Send one request with the retry policy; return the response or raise VendorApiError.
+
+        `idempotent` (default: true for GET, HEAD, PUT, DELETE) says whether repeating the call is
+        harmless. A call that creates something (a POST unless its caller says it is an upsert or a
+        read) is repeated only after a 429, which proves the vendor did not act on it.
+        """
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(_is_transient if idempotent else _safe_to_repeat),
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
             before_sleep=self._log_retry,
@@ -182,9 +202,16 @@ class VendorHttpHook(BaseHook):
         started = time.monotonic()
         try:
             response = self.session.request(method, url, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            response.content  # read the whole body here, so a connection dropped mid-body counts as no answer
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
             raise VendorApiError(self.vendor, method, url, None, type(exc).__name__,
-                                 hint="the vendor did not answer; retried with backoff") from None
+                                 hint="the vendor did not answer in full; retried with backoff if safe") from None
+        except (requests.RequestException, ValueError) as exc:
+            # e.g. InvalidHeader, whose text quotes the header value (a token): only the type is kept.
+            raise VendorApiError(self.vendor, method, url, None, type(exc).__name__,
+                                 hint=f"the request could not be built; check connection {self.conn_id!r} "
+                                      "(a stray space or newline in a credential?)") from None
         log.debug("%s %s %s -> %s in %.2fs", self.vendor, method, sanitize_url(url), response.status_code,
                   time.monotonic() - started)
         if response.status_code >= 400:
@@ -194,9 +221,11 @@ class VendorHttpHook(BaseHook):
         try:
             return response.json()
         except ValueError:
+            # Never quote the body: a cut-off answer can hold a token not yet registered as secret.
+            content_type = response.headers.get("Content-Type", "no content type")
             raise VendorApiError(self.vendor, method, url, response.status_code,
-                                 f"the body is not valid JSON ({len(response.content)} bytes): {response.text[:80]}",
-                                 hint="truncated or malformed answer; retried, and nothing was loaded from it",
+                                 f"the body is not valid JSON ({len(response.content)} bytes of {content_type})",
+                                 hint="truncated or malformed answer; nothing was loaded from it",
                                  malformed=True) from None
 
     def error_for(self, method: str, url: str, response: requests.Response) -> VendorApiError:
@@ -212,7 +241,7 @@ class VendorHttpHook(BaseHook):
         if status == 404:
             return "the record or endpoint does not exist; check ids and the connection's host"
         if status == 429:
-            return "rate limited; retried after the wait the vendor asked for"
+            return "rate limited; retried with backoff (or after the vendor's Retry-After)"
         if status >= 500:
             return "vendor-side error; retried with backoff"
         return "the request was refused as invalid and is not retried"

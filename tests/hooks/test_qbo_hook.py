@@ -38,6 +38,7 @@ def qbo_env(sandbox, db_url, conn, monkeypatch):
     connection("qbo_default")
     monkeypatch.setattr(QboHook, "backoff_initial", 0.01)
     monkeypatch.setattr(QboHook, "backoff_max", 0.05)
+    monkeypatch.setattr(QboHook, "throttle_wait_seconds", 0.2)
     return connection
 
 
@@ -184,3 +185,36 @@ def test_a_truncated_body_is_retried(qbo_env, sandbox):
     hook.check_credentials()
     sandbox.faults("qbo", truncate_next=1)
     assert len(list(hook.query("Payment"))) == 40
+
+
+def test_the_older_403_throttle_answer_is_retried_too(qbo_env, sandbox):
+    hook = QboHook()
+    hook.check_credentials()
+    sandbox.control("qbo", throttle_status=403)
+    sandbox.faults("qbo", throttle_next=1)
+    assert next(hook.query("Payment"))["Id"]
+    assert [r["status"] for r in api_calls(sandbox, "/query")][-2:] == [403, 200]
+
+
+def test_a_failure_between_the_refresh_and_its_commit_still_keeps_the_new_token(qbo_env, sandbox, conn):
+    # The database refuses the first save of the rotated token (a trigger, not a mock): the refresh
+    # has happened at the vendor, so the hook must still keep the new refresh token.
+    conn.execute("CREATE SEQUENCE IF NOT EXISTS etl.fail_once")
+    conn.execute("""CREATE OR REPLACE FUNCTION etl.fail_first_save() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN IF nextval('etl.fail_once') = 1 THEN RAISE EXCEPTION 'injected failure'; END IF;
+                    RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER fail_first_save BEFORE UPDATE ON etl.oauth_tokens "
+                 "FOR EACH ROW EXECUTE FUNCTION etl.fail_first_save()")
+    conn.commit()
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            QboHook().check_credentials()
+        assert sandbox.state("qbo")["refreshes"] == 1
+        sandbox.control("qbo", advance_clock_seconds=3601)
+        assert next(QboHook().query("Invoice"))["Id"]      # refreshes with the token saved after the failure
+        assert sandbox.state("qbo")["refreshes"] == 2
+    finally:
+        conn.execute("DROP TRIGGER fail_first_save ON etl.oauth_tokens")
+        conn.execute("DROP FUNCTION etl.fail_first_save()")
+        conn.execute("DROP SEQUENCE etl.fail_once")
+        conn.commit()

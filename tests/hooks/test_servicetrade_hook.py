@@ -127,3 +127,12 @@ def test_a_truncated_body_is_retried_not_loaded(hook, sandbox):
         companies = list(hook.list_companies(updated_after=0))
     assert len(companies) == 30
     assert [r["status"] for r in list_calls(sandbox, "company")] == [200, 200]
+
+
+def test_a_cut_off_login_answer_is_not_retried_and_quotes_no_token(hook, sandbox):
+    sandbox.faults("servicetrade", truncate_next=1)
+    with pytest.raises(VendorApiError, match="not valid JSON") as raised:
+        with hook.transaction():
+            pass
+    assert "authToken" not in str(raised.value)
+    assert sandbox.state("servicetrade")["sessions_opened"] == 1   # one try: no second session opened

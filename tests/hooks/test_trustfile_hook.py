@@ -117,3 +117,33 @@ def test_no_token_in_debug_logs_or_errors(hook, bad_token_hook, sandbox, caplog,
     assert "GET" in caplog.text or "POST" in caplog.text  # debug lines were captured
     for secret in (tf_sandbox.TOKEN, "wrong-token-value"):
         assert secret not in output
+
+
+def test_when_trustfile_names_only_the_first_bad_item_the_rest_still_gets_through(hook, sandbox):
+    sandbox.control("trustfile", all_errors=False)
+    items = [item(n) for n in range(40)]
+    for n in (5, 6, 30):
+        items[n]["salesTax"] = "8.25"
+    report = hook.push_items(CONNECTION, items)
+    assert (report.processed, report.calls) == (37, 4)
+    assert sorted(report.rejected) == ["SR-30", "SR-5", "SR-6"]
+
+
+def test_a_signup_whose_answer_is_lost_is_not_repeated_and_says_so(hook, sandbox):
+    sandbox.faults("trustfile", truncate_next=1)
+    with pytest.raises(VendorApiError, match="TrustFile knows owner2@example.com now"):
+        hook.signup(email="owner2@example.com", company_name="Lost Answer Inc")
+    assert len([r for r in sandbox.requests("trustfile") if r["path"].endswith("/signup")]) == 1
+
+
+def test_a_pasted_token_with_a_trailing_newline_still_works(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TRUSTFILE_PASTED", json.dumps(
+        {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile", "password": tf_sandbox.TOKEN + "\n"}))
+    assert TrustFileHook("trustfile_pasted").test_connection()[0] is True
+
+
+def test_connection_test_fails_when_the_host_is_not_the_items_api(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TRUSTFILE_WRONG", json.dumps(
+        {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile/v3", "password": tf_sandbox.TOKEN}))
+    ok, message = TrustFileHook("trustfile_wrong").test_connection()
+    assert not ok and "HTTP 404" in message
