@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -62,30 +63,34 @@ def airflow_cli(env: dict, *args: str) -> None:
 def write_connections(env: dict, integrations_url: str) -> list[str]:
     """Write integrations_db, and a sandbox connection for each vendor the user has not configured.
 
-    Configured means: an AIRFLOW_CONN_<ID> variable, or a connection of that id in Airflow whose
-    description does not mark it as ours. Returns the vendor connection ids left on the sandbox.
+    Configured means: an AIRFLOW_CONN_<ID> variable, or a connection of that id in Airflow that is
+    not exactly what we wrote (other credentials, or no sandbox description). Returns the vendor
+    connection ids left on the sandbox.
     """
-    existing_path = settings.AIRFLOW_HOME / "existing-connections.json"
-    airflow_cli(env, "connections", "export", str(existing_path), "--file-format", "json")
-    existing = json.loads(existing_path.read_text() or "{}")
-    existing_path.unlink()
+    with tempfile.TemporaryDirectory(dir=settings.LOCAL) as private:   # mode 0700: the export holds secrets
+        exported = Path(private) / "connections.json"
+        airflow_cli(env, "connections", "export", str(exported), "--file-format", "json")
+        existing = json.loads(exported.read_text() or "{}")
     connections = platform_connections(integrations_url)
     sandboxed = []
     for conn_id, connection in sandbox_connections(f"http://127.0.0.1:{settings.SANDBOX_PORT}").items():
-        user_set = f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ or (
-            conn_id in existing and existing[conn_id].get("description") != SANDBOX_DESCRIPTION)
-        if not user_set:
+        if f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ:
+            continue
+        current = existing.get(conn_id)
+        ours = current is None or (
+            current.get("description") == SANDBOX_DESCRIPTION
+            and (current.get("login") or None) == connection.get("login")
+            and (current.get("password") or None) == connection.get("password"))
+        if ours:
             connections[conn_id] = connection
             sandboxed.append(conn_id)
-    path = settings.AIRFLOW_HOME / "connections.json"
     # `airflow connections import` wants `extra` as a JSON string, not an object.
     for connection in connections.values():
         connection["extra"] = json.dumps(connection.get("extra") or {})
-    write_private(path, json.dumps(connections))
-    try:
+    with tempfile.TemporaryDirectory(dir=settings.LOCAL) as private:
+        path = Path(private) / "connections.json"
+        write_private(path, json.dumps(connections))
         airflow_cli(env, "connections", "import", "--overwrite", str(path))
-    finally:
-        path.unlink()
     return sandboxed
 
 

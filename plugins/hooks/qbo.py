@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -27,8 +28,16 @@ from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 DEFAULT_MINOR_VERSION = 75
 PAGE_SIZE = 1000
+CDC_LIMIT = 1000
 _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
 _XML_DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.S)
+
+
+@dataclass(frozen=True)
+class CdcAnswer:
+    changes: dict[str, list[dict]]
+    time: str | None
+    capped: bool
 
 
 def qbo_timestamp(moment: dt.datetime) -> str:
@@ -135,10 +144,14 @@ class QboHook(VendorHttpHook):
     # ---- reads --------------------------------------------------------------------------------
 
     def query(self, entity: str, where: str | None = None, order_by: str = "MetaData.LastUpdatedTime",
-              page_size: int = PAGE_SIZE) -> Iterator[dict]:
-        """Every row of `SELECT * FROM entity [WHERE …] ORDERBY …`, paged by STARTPOSITION, one page held."""
+              page_size: int | None = None) -> Iterator[dict]:
+        """Every row of `SELECT * FROM entity [WHERE …] ORDERBY …`, paged by STARTPOSITION, one page held.
+
+        Positional paging: fine for a snapshot; for incremental reads use `changed_since`.
+        """
         if not re.fullmatch(r"[A-Za-z]+", entity):
             raise ValueError(f"not a QBO entity name: {entity!r}")
+        page_size = page_size or PAGE_SIZE
         if not 1 <= page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
         base = f"SELECT * FROM {entity}" + (f" WHERE {where}" if where else "") + f" ORDERBY {order_by}"
@@ -156,22 +169,51 @@ class QboHook(VendorHttpHook):
             start += page_size
 
     def changed_since(self, entity: str, since: dt.datetime, until: dt.datetime | None = None) -> Iterator[dict]:
-        """Rows of `entity` with MetaData.LastUpdatedTime >= since (and < until), oldest first."""
-        where = f"MetaData.LastUpdatedTime >= '{qbo_timestamp(since)}'"
-        if until is not None:
-            where += f" AND MetaData.LastUpdatedTime < '{qbo_timestamp(until)}'"
-        return self.query(entity, where=where)
+        """Rows of `entity` with since <= MetaData.LastUpdatedTime < until, oldest first, each once.
 
-    def cdc(self, entities: Sequence[str], changed_since: dt.datetime) -> dict[str, list[dict]]:
-        """Change data capture (≤ 30 days back, ≤ 1000 objects an answer); deleted rows carry status Deleted."""
+        Paged by key, not by position: a row updated during the scan moves past `until` (fixed when
+        the scan starts, default now) instead of shifting the pages and hiding an unchanged row.
+        QBO's grammar has no OR, so each page restarts at the last timestamp seen and skips the ids
+        already yielded at it; a timestamp shared by a full page is stepped through by position.
+        """
+        until = until or dt.datetime.now(dt.timezone.utc)
+        cursor, seen_at_cursor, offset = since, set(), 1
+        while True:
+            where = (f"MetaData.LastUpdatedTime >= '{qbo_timestamp(cursor)}' "
+                     f"AND MetaData.LastUpdatedTime < '{qbo_timestamp(until)}'")
+            query = f"SELECT * FROM {entity} WHERE {where} ORDERBY MetaData.LastUpdatedTime"
+            payload = self.api("POST", "query", data=f"{query} STARTPOSITION {offset} MAXRESULTS {PAGE_SIZE}",
+                               headers={"Content-Type": "application/text"}, idempotent=True)
+            rows = (payload.get("QueryResponse") or {}).get(entity, [])
+            for row in rows:
+                stamp = dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
+                if stamp == cursor and row["Id"] in seen_at_cursor:
+                    continue
+                if stamp != cursor:
+                    cursor, seen_at_cursor = stamp, set()
+                seen_at_cursor.add(row["Id"])
+                yield row
+            if len(rows) < PAGE_SIZE:
+                return
+            last = dt.datetime.fromisoformat(rows[-1]["MetaData"]["LastUpdatedTime"])
+            first = dt.datetime.fromisoformat(rows[0]["MetaData"]["LastUpdatedTime"])
+            offset = offset + PAGE_SIZE if first == last else 1
+
+    def cdc(self, entities: Sequence[str], changed_since: dt.datetime) -> "CdcAnswer":
+        """Change data capture (≤ 30 days back); deleted rows carry status Deleted.
+
+        QBO answers at most 1000 objects: `capped` says the answer may be incomplete, and the
+        caller must then narrow the window. `time` is QBO's own clock, the next `changed_since`.
+        """
         payload = self.api("GET", "cdc", params={"entities": ",".join(entities),
                                                  "changedSince": qbo_timestamp(changed_since)})
-        changes: dict[str, list[dict]] = {}
+        changes: dict[str, list[dict]] = {entity: [] for entity in entities}
         for response in payload.get("CDCResponse", []):
             for block in response.get("QueryResponse", []):
                 for entity in entities:
-                    changes.setdefault(entity, []).extend(block.get(entity, []))
-        return changes
+                    changes[entity].extend(block.get(entity, []))
+        total = sum(len(rows) for rows in changes.values())
+        return CdcAnswer(changes, payload.get("time"), capped=total >= CDC_LIMIT)
 
     def check_credentials(self) -> None:
         self.api("POST", "query", data="SELECT COUNT(*) FROM Payment", headers={"Content-Type": "application/text"},

@@ -148,8 +148,9 @@ def test_5xx_burst_recovers_and_a_fault_400_is_not_retried(qbo_env, sandbox):
 
 def test_cdc_returns_changes_within_30_days(qbo_env, sandbox):
     sandbox.control("qbo", touch=[{"realm": REALM, "entity": "Invoice", "id": "141", "fields": {"PrivateNote": "x"}}])
-    changes = QboHook().cdc(["Invoice", "Payment"], dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
-    assert [r["Id"] for r in changes["Invoice"]] == ["141"] and changes["Payment"] == []
+    answer = QboHook().cdc(["Invoice", "Payment"], dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    assert [r["Id"] for r in answer.changes["Invoice"]] == ["141"] and answer.changes["Payment"] == []
+    assert answer.time and not answer.capped
     with pytest.raises(VendorApiError, match="within the last 30 days"):
         QboHook().cdc(["Invoice"], dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31))
 
@@ -218,3 +219,30 @@ def test_a_failure_between_the_refresh_and_its_commit_still_keeps_the_new_token(
         conn.execute("DROP FUNCTION etl.fail_first_save()")
         conn.execute("DROP SEQUENCE etl.fail_once")
         conn.commit()
+
+
+def test_a_row_updated_during_a_scan_neither_hides_nor_repeats_another(qbo_env, sandbox, monkeypatch):
+    import hooks.qbo as qbo_module
+
+    monkeypatch.setattr(qbo_module, "PAGE_SIZE", 10)
+    hook = QboHook()
+    everything = [r["Id"] for r in hook.query("SalesReceipt")]
+    rows = hook.changed_since("SalesReceipt", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    first_page = [next(rows)["Id"] for _ in range(10)]
+    # While the scan is between pages, an early row changes (its timestamp jumps to now).
+    sandbox.control("qbo", touch=[{"realm": REALM, "entity": "SalesReceipt", "id": first_page[2],
+                                   "fields": {"PrivateNote": "edited"}}])
+    rest = [r["Id"] for r in rows]
+    assert sorted(first_page + rest) == sorted(everything)   # every row exactly once
+
+
+def test_changed_since_steps_through_a_timestamp_shared_by_more_than_a_page(qbo_env, sandbox, monkeypatch):
+    import hooks.qbo as qbo_module
+
+    monkeypatch.setattr(qbo_module, "PAGE_SIZE", 5)
+    hook = QboHook()
+    ids = [r["Id"] for r in hook.query("Payment")][:12]
+    sandbox.control("qbo", touch=[{"realm": REALM, "entity": "Payment", "id": i, "fields": {}} for i in ids])
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    got = [r["Id"] for r in hook.changed_since("Payment", since, dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))]
+    assert sorted(got) == sorted(ids)
