@@ -18,7 +18,8 @@ class Faults:
     error_rate: float = 0.0          # share of requests answered 503 at random (seeded)
     burst_5xx: int = 0               # the next N requests answer 503
     latency_ms: int = 0              # added to every request
-    truncate_next: int = 0           # the next N successful bodies are cut in half
+    truncate_next: int = 0           # the next N successful bodies are cut in half (a well-formed short answer)
+    drop_next: int = 0               # the next N successful answers promise their full length, then stop
     throttle_next: int = 0           # the next N requests answer the vendor's 429
     retry_after_seconds: float | None = None  # Retry-After sent with those 429s (None: no header)
 
@@ -81,11 +82,18 @@ def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: "c
                 response = JSONResponse({"message": "Internal Server Error (sandbox)"}, status_code=503)
         if response is None:
             response = await call_next(request)
-            if faults.truncate_next > 0 and response.status_code < 300:
+            cut = drop = False
+            if response.status_code < 300:
                 with state.lock:
-                    faults.truncate_next -= 1
+                    if faults.truncate_next > 0:
+                        faults.truncate_next, cut = faults.truncate_next - 1, True
+                    elif faults.drop_next > 0:
+                        faults.drop_next, drop = faults.drop_next - 1, True
+            if cut or drop:
                 body = b"".join([chunk async for chunk in response.body_iterator])
                 headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+                if drop:  # the connection closes mid-body, as a dropped network link does
+                    headers["content-length"] = str(len(body))
                 response = Response(body[: len(body) // 2], status_code=response.status_code, headers=headers)
         state.record(Recorded(vendor, request.method, request.url.path, request.url.query, response.status_code))
         return response

@@ -147,3 +147,9 @@ def test_connection_test_fails_when_the_host_is_not_the_items_api(sandbox, monke
         {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile/v3", "password": tf_sandbox.TOKEN}))
     ok, message = TrustFileHook("trustfile_wrong").test_connection()
     assert not ok and "HTTP 404" in message
+
+
+def test_an_answer_cut_off_mid_body_is_retried(hook, sandbox):
+    sandbox.faults("trustfile", drop_next=1)
+    assert hook.get_company(CONNECTION)["name"] == "Sandbox Company 1"
+    assert len([r for r in sandbox.requests("trustfile") if r["method"] == "GET"]) == 2
