@@ -203,9 +203,10 @@ class QboSandbox:
                                                                   "NetAmountTaxable": self._money(net)}}]},
                   "TotalAmt": self._money(net + shipping + tax), "CurrencyRef": {"value": "USD"},
                   "GlobalTaxCalculation": "TaxExcluded", "MetaData": meta}
-        if n % 7 != 3:
-            record["ShipAddr"] = address
-        if n % 7 != 5:
+        # Some documents lack one address, some both, some the zip: real books are like that.
+        if n % 7 != 3 and n % 11 != 8:
+            record["ShipAddr"] = address if n % 13 != 6 else {k: v for k, v in address.items() if k != "PostalCode"}
+        if n % 7 != 5 and n % 11 != 8 and n % 13 != 6:
             record["BillAddr"] = {**address, "Id": str(300 + n)}
         return record
 
