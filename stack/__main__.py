@@ -22,7 +22,7 @@ import psutil
 from stack import settings
 from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
 from stack.embedded_pg import EmbeddedPostgres
-from stack.processes import ProcessGroup, stop_recorded, write_private
+from stack.processes import ProcessGroup, say, stop_recorded, write_private
 
 SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT)]
 COMPONENTS = {
@@ -44,7 +44,7 @@ def resolve_databases() -> tuple[str, str, EmbeddedPostgres | None]:
     server = None
     if not integrations or not metadata:
         server = embedded_server()
-        print(f"starting embedded PostgreSQL on 127.0.0.1:{server.port} (data in {settings.PGDATA})", flush=True)
+        say(f"starting embedded PostgreSQL on 127.0.0.1:{server.port} (data in {settings.PGDATA})")
         server.start()
         if not integrations:
             server.create_database("integrations")
@@ -138,26 +138,25 @@ def up() -> int:
         wait_for_api(group, stop)
         if not stop["requested"]:
             sandboxed = ", ".join(local["sandboxed"]) or "none"
-            print(
+            say(
                 "\nAirflow is up.\n"
                 f"  UI:     http://127.0.0.1:{settings.API_PORT}\n"
                 f"  login:  {settings.ADMIN_USER} / {local['admin_password']}\n"
                 f"  vendors on the local sandbox (http://127.0.0.1:{settings.SANDBOX_PORT}): {sandboxed}\n"
                 f"  logs:   {settings.LOG_DIR}\n"
-                "Ctrl-C here, or `make down` from another shell, stops it.\n",
-                flush=True,
+                "Ctrl-C here, or `make down` from another shell, stops it.\n"
             )
         while not stop["requested"]:
             group.check_alive()
             time.sleep(1)
     except KeyboardInterrupt:
-        print("\ninterrupted while starting", flush=True)
+        say("\ninterrupted while starting")
     except Exception as exc:  # a component died or never came up: say which, then clean up
-        print(f"\nstack failed: {exc}", file=sys.stderr, flush=True)
+        say(f"\nstack failed: {exc}", error=True)
         return_code = 1
     finally:
         started["airflow"] = True  # from here on a signal only sets the flag: cleanup must finish
-        print("stopping Airflow processes", flush=True)
+        say("stopping Airflow processes")
         group.stop_all()
         stop_embedded()
         settings.UP_PID_FILE.unlink(missing_ok=True)
@@ -173,10 +172,10 @@ def prepare() -> dict:
 
     with connect(integrations_url, autocommit=True) as conn:
         applied = migrate.migrate(conn)
-    print(f"integrations database migrated ({len(applied)} new migration(s))", flush=True)
+    say(f"integrations database migrated ({len(applied)} new migration(s))")
     local = settings.local_secrets()
     env = {**os.environ, **settings.airflow_environment(metadata_url, local)}
-    print("migrating the Airflow metadata database", flush=True)
+    say("migrating the Airflow metadata database")
     airflow_cli(env, "db", "migrate")
     sandboxed = write_connections(env, integrations_url)
     if sandboxed:
@@ -195,7 +194,7 @@ def forget_sandbox_tokens(integrations_url: str) -> None:
 def stop_embedded() -> None:
     server = embedded_server()
     if server.is_running():
-        print("stopping embedded PostgreSQL", flush=True)
+        say("stopping embedded PostgreSQL")
         server.stop()
 
 
@@ -204,13 +203,13 @@ def stop_running_stack(*, quiet: bool) -> None:
     up = _running_up()
     if up is not None:
         if not quiet:
-            print(f"asking `make up` (pid {up.pid}) to stop", flush=True)
+            say(f"asking `make up` (pid {up.pid}) to stop")
         up.terminate()
         deadline = time.monotonic() + 90
         while _is_live(up) and time.monotonic() < deadline:
             time.sleep(0.5)
         if _is_live(up):
-            print(f"`make up` (pid {up.pid}) did not stop within 90 s; stopping its processes directly", flush=True)
+            say(f"`make up` (pid {up.pid}) did not stop within 90 s; stopping its processes directly")
     stop_recorded(settings.PID_FILE, quiet=quiet)
     stop_embedded()
     settings.UP_PID_FILE.unlink(missing_ok=True)
@@ -234,14 +233,14 @@ def _is_live(process: psutil.Process) -> bool:
 
 def down() -> int:
     stop_running_stack(quiet=False)
-    print("stack stopped")
+    say("stack stopped")
     return 0
 
 
 def main(argv: list[str]) -> int:
     commands = {"up": up, "down": down}
     if len(argv) != 1 or argv[0] not in commands:
-        print(__doc__, file=sys.stderr)
+        say(__doc__, error=True)
         return 2
     return commands[argv[0]]()
 

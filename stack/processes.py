@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -18,6 +19,15 @@ import psutil
 
 class ComponentDied(RuntimeError):
     pass
+
+
+def say(*parts: object, error: bool = False) -> None:
+    """Print to the terminal, but never fail: after Ctrl-C a `| tee` may already be gone, and
+    cleanup must go on without anyone to read it."""
+    try:
+        print(*parts, file=sys.stderr if error else sys.stdout, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
 
 
 def write_private(path: Path, text: str) -> None:
@@ -41,7 +51,7 @@ class ProcessGroup:
                 start_new_session=True,
             )
         self._record()
-        print(f"started {name} (pid {self.processes[name].pid}, log {self.log_dir / (name + '.log')})", flush=True)
+        say(f"started {name} (pid {self.processes[name].pid}, log {self.log_dir / (name + '.log')})")
 
     def _record(self) -> None:
         lines = []
@@ -89,7 +99,7 @@ def stop_recorded(pid_file: Path, *, quiet: bool, grace_seconds: float = 20) -> 
     doomed: dict[int, psutil.Process] = {}
     for name, pgid in groups:
         if not quiet:
-            print(f"stopping {name} (process group {pgid})", flush=True)
+            say(f"stopping {name} (process group {pgid})")
         for process in _group_members(pgid):
             doomed[process.pid] = process
             for child in _descendants(process):
