@@ -174,7 +174,7 @@ def prepare() -> dict:
         applied = migrate.migrate(conn)
     say(f"integrations database migrated ({len(applied)} new migration(s))")
     local = settings.local_secrets()
-    env = {**os.environ, **settings.airflow_environment(metadata_url, local)}
+    env = {**os.environ, **settings.airflow_environment(metadata_url, local, integrations_url)}
     say("migrating the Airflow metadata database")
     airflow_cli(env, "db", "migrate")
     sandboxed = write_connections(env, integrations_url)

@@ -36,6 +36,7 @@ class LocalSecrets:
     jwt_secret: str
     admin_password: str
     integrations_fernet_key: str
+    avalara_to_extractor_token: str
 
 
 def local_secrets() -> LocalSecrets:
@@ -45,6 +46,7 @@ def local_secrets() -> LocalSecrets:
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: secrets.token_urlsafe(12),
         "integrations_fernet_key": lambda: Fernet.generate_key().decode(),
+        "avalara_to_extractor_token": lambda: secrets.token_urlsafe(32),
     }
     stored = json.loads(SECRETS_FILE.read_text()) if SECRETS_FILE.exists() else {}
     missing = [name for name in fresh if name not in stored]
@@ -55,7 +57,7 @@ def local_secrets() -> LocalSecrets:
     return LocalSecrets(**{name: stored[name] for name in fresh})
 
 
-def airflow_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str]:
+def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url: str) -> dict[str, str]:
     """Configuration shared by the CLI calls and the four Airflow processes of `make up`."""
     passwords_file = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,9 @@ def airflow_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__FERNET_KEY": local.fernet_key,
         "INTEGRATIONS_FERNET_KEY": os.environ.get("INTEGRATIONS_FERNET_KEY") or local.integrations_fernet_key,
+        # The extractor API (mounted in the API server) reads our database and TrustFile's token from here.
+        "INTEGRATIONS_DATABASE_URL": integrations_url,
+        "AVALARA_TO_EXTRACTOR_TOKEN": os.environ.get("AVALARA_TO_EXTRACTOR_TOKEN") or local.avalara_to_extractor_token,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",

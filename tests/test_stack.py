@@ -87,6 +87,23 @@ print(json.dumps({c["connection_id"]: c["conn_type"] + ("" if c["conn_type"] == 
 """
 
 
+EXTRACTOR = """
+import json, urllib.error, urllib.request
+from stack import settings
+base = f"http://127.0.0.1:{settings.API_PORT}/extractor"
+with urllib.request.urlopen(base + "/health") as r:
+    print(r.status, json.loads(r.read())["statuses"][0]["status"])
+try:
+    urllib.request.urlopen(base + "/connections")
+except urllib.error.HTTPError as e:
+    print(e.code)
+token = settings.local_secrets().avalara_to_extractor_token
+request = urllib.request.Request(base + "/connections", headers={"Authorization": "Bearer " + token})
+with urllib.request.urlopen(request) as r:
+    print(r.status)
+"""
+
+
 def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
     up, out = _start(stack_env, "first-up")
     try:
@@ -98,6 +115,9 @@ def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
         assert "vendors on the local sandbox" in out.read_text() and "qbo_default" in out.read_text()
         connections = subprocess.run([sys.executable, "-c", LIST_CONNECTIONS], cwd=ROOT, env=stack_env,
                                      capture_output=True, text=True, timeout=60, check=True).stdout
+        extractor = subprocess.run([sys.executable, "-c", EXTRACTOR], cwd=ROOT, env=stack_env,
+                                   capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        assert extractor == ["200", "OK", "401", "200"]   # health open; connections need TrustFile's token
         sandbox = f"127.0.0.1:{stack_env['SANDBOX_PORT']}"
         assert json.loads(connections) == {
             "integrations_db": "postgres", "qbo_default": f"qbo {sandbox}/qbo",

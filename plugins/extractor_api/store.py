@@ -1,0 +1,107 @@
+"""Database side of the extractor API: connections, activities, the connector switch."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import psycopg
+
+FIELDS = ("connection_id", "enabled", "start_date", "host_system", "host_identifier", "host_credentials",
+          "status_changed_at", "last_sync_at", "next_sync_at", "status_message")
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    enabled: bool
+    start_date: dt.date | None
+    host_system: str
+    host_identifier: str | None
+    authorized: bool
+    status_changed_at: dt.datetime
+    last_sync_at: dt.datetime | None
+    next_sync_at: dt.datetime | None
+    status_message: str
+
+
+def _row(row) -> Connection:
+    values = dict(zip(FIELDS, row))
+    credentials = values.pop("host_credentials")
+    return Connection(**values, authorized=credentials is not None)
+
+
+def list_ids(conn: psycopg.Connection, enabled: bool | None) -> list[str]:
+    if enabled is None:
+        rows = conn.execute("SELECT connection_id FROM trustfile.connections ORDER BY connection_id")
+    else:
+        rows = conn.execute("SELECT connection_id FROM trustfile.connections WHERE enabled = %s "
+                            "ORDER BY connection_id", (enabled,))
+    return [r[0] for r in rows]
+
+
+def get(conn: psycopg.Connection, connection_id: str) -> Connection | None:
+    row = conn.execute(f"SELECT {', '.join(FIELDS)} FROM trustfile.connections WHERE connection_id = %s",
+                       (connection_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def create(conn: psycopg.Connection, connection_id: str, start_date: dt.date | None) -> Connection | None:
+    """Insert a disabled connection; None when it already exists."""
+    with conn.transaction():
+        row = conn.execute(
+            f"INSERT INTO trustfile.connections (connection_id, start_date) VALUES (%s, %s) "
+            f"ON CONFLICT (connection_id) DO NOTHING RETURNING {', '.join(FIELDS)}",
+            (connection_id, start_date)).fetchone()
+        if row:
+            record_activity(conn, connection_id, "Connection created")
+    return _row(row) if row else None
+
+
+def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None, start_date: dt.date | None,
+           start_date_given: bool) -> Connection | None:
+    with conn.transaction():
+        current = get(conn, connection_id)
+        if current is None:
+            return None
+        new_enabled = current.enabled if enabled is None else enabled
+        new_start = start_date if start_date_given else current.start_date
+        changed = new_enabled != current.enabled
+        conn.execute(
+            "UPDATE trustfile.connections SET enabled = %s, start_date = %s, "
+            "status_changed_at = CASE WHEN %s THEN now() ELSE status_changed_at END, "
+            "status_message = CASE WHEN %s THEN (CASE WHEN %s THEN 'enabled' ELSE 'disabled by TrustFile' END) "
+            "ELSE status_message END WHERE connection_id = %s",
+            (new_enabled, new_start, changed, changed, new_enabled, connection_id))
+        if changed:
+            record_activity(conn, connection_id, "Enabled" if new_enabled else "Disabled")
+        if start_date_given and new_start != current.start_date:
+            record_activity(conn, connection_id, f"Start date set to {new_start.isoformat() if new_start else 'none'}")
+    return get(conn, connection_id)
+
+
+def delete(conn: psycopg.Connection, connection_id: str) -> bool:
+    with conn.transaction():
+        return conn.execute("DELETE FROM trustfile.connections WHERE connection_id = %s",
+                            (connection_id,)).rowcount == 1
+
+
+def record_activity(conn: psycopg.Connection, connection_id: str, action: str) -> None:
+    conn.execute("INSERT INTO trustfile.activities (connection_id, action) VALUES (%s, %s)", (connection_id, action))
+
+
+def activities(conn: psycopg.Connection, connection_id: str, days: int, limit: int) -> list[tuple[dt.datetime, str]]:
+    return conn.execute(
+        "SELECT at, action FROM trustfile.activities WHERE connection_id = %s "
+        "AND at > now() - make_interval(days => %s) ORDER BY at DESC, id DESC LIMIT %s",
+        (connection_id, days, limit)).fetchall()
+
+
+def connector(conn: psycopg.Connection) -> tuple[bool, int]:
+    enabled = conn.execute("SELECT enabled FROM trustfile.connector").fetchone()[0]
+    users = conn.execute("SELECT count(*) FROM trustfile.connections WHERE enabled").fetchone()[0]
+    return enabled, users
+
+
+def set_connector(conn: psycopg.Connection, enabled: bool) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE trustfile.connector SET enabled = %s, changed_at = now()", (enabled,))
