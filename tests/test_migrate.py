@@ -20,9 +20,13 @@ def migrations_dir(tmp_path):
 @pytest.fixture
 def fresh(pg_server, empty_db):
     """An autocommit connection to a database emptied before each test."""
+    from psycopg import sql
+
     with connect(empty_db, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS etl CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS scratch CASCADE")
+        schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                               "AND nspname NOT IN ('information_schema', 'public')").fetchall()
+        for (schema,) in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         yield conn
 
 
