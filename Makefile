@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt provider/pyproject.toml provider/integrations_provider/*.py | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: install up down test bench lock clean smoke
+.PHONY: install up down test bench lock clean smoke migrate
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Apply our migrations to the database named by INTEGRATIONS_DATABASE_URL (what `make up` does too).
+migrate: install
+	$(BIN)/python -m etl.migrate
 
 # Trigger the maintenance DAG on the running `make up` stack through the REST API and wait for success.
 smoke:

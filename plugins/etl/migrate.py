@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationError as exc:
         print(f"migration refused: {exc}", file=sys.stderr)
         return 1
+    except psycopg.OperationalError as exc:
+        print(f"cannot reach the integrations database: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     print(f"migrations: {len(applied)} applied" + (f" ({', '.join(m.path.name for m in applied)})" if applied else ", database up to date"))
     return 0
 
