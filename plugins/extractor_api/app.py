@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from etl import db
-from extractor_api import store
+from etl.trustfile import connections as store
 
 log = logging.getLogger(__name__)
 

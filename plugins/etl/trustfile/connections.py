@@ -1,4 +1,4 @@
-"""Database side of the extractor API: connections, activities, the connector switch."""
+"""TrustFile connections as the extractor keeps them: the companies to sync, their activities, the connector switch."""
 from __future__ import annotations
 
 import datetime as dt
