@@ -22,6 +22,7 @@ class Faults:
     drop_next: int = 0               # the next N successful answers promise their full length, then stop
     throttle_next: int = 0           # the next N requests answer the vendor's 429
     retry_after_seconds: float | None = None  # Retry-After sent with those 429s (None: no header)
+    only_path: str | None = None     # apply the faults only to request paths containing this
 
 
 @dataclass
@@ -66,6 +67,10 @@ def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: "c
     @app.middleware("http")
     async def faults_and_log(request: Request, call_next):
         faults = state.faults_for(vendor)
+        if faults.only_path and faults.only_path not in request.url.path:
+            response = await call_next(request)
+            state.record(Recorded(vendor, request.method, request.url.path, request.url.query, response.status_code))
+            return response
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         response = None

@@ -124,7 +124,11 @@ class TrustFileHook(VendorHttpHook):
         try:
             payload = self.request_json("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
         except VendorApiError as exc:
-            if self._user_exists(email):
+            try:
+                exists = self.user_exists(email)
+            except VendorApiError:
+                exists = False
+            if exists:
                 raise VendorApiError(self.vendor, "POST", "/v4/company/signup", exc.status,
                                      f"signup failed ({exc.detail}) but TrustFile knows {email} now",
                                      hint="the account may have been created without us receiving its company "
@@ -136,11 +140,9 @@ class TrustFileHook(VendorHttpHook):
                                  hint="the account was not created; retry the provisioning run")
         return payload["companyToken"]
 
-    def _user_exists(self, email: str) -> bool:
-        try:
-            answer = self.request_json("GET", f"{self.provisioning_url}/v4/company", params={"email": email})
-        except VendorApiError:
-            return False
+    def user_exists(self, email: str) -> bool:
+        """Whether TrustFile has a user with this email (v4 `GET /company?email=`); raises if it cannot say."""
+        answer = self.request_json("GET", f"{self.provisioning_url}/v4/company", params={"email": email})
         return str(answer.get("success")).lower() == "true"
 
     def check_credentials(self) -> None:

@@ -130,7 +130,7 @@ def test_when_trustfile_names_only_the_first_bad_item_the_rest_still_gets_throug
 
 
 def test_a_signup_whose_answer_is_lost_is_not_repeated_and_says_so(hook, sandbox):
-    sandbox.faults("trustfile", truncate_next=1)
+    sandbox.faults("trustfile", truncate_next=1, only_path="/signup")
     with pytest.raises(VendorApiError, match="TrustFile knows owner2@example.com now"):
         hook.signup(email="owner2@example.com", company_name="Lost Answer Inc")
     assert len([r for r in sandbox.requests("trustfile") if r["path"].endswith("/signup")]) == 1
