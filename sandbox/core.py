@@ -5,6 +5,7 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI, Request
@@ -58,7 +59,7 @@ class SandboxState:
             self.requests.append(entry)
 
 
-def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: "callable") -> None:
+def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: Callable[[], Response]) -> None:
     """Middleware: apply the vendor's faults and record every request it answers.
 
     `throttled()` builds the vendor's own 429 response (QBO answers XML, others JSON).

@@ -50,6 +50,8 @@ def timestamp(moment: dt.datetime | None) -> str | None:
 
 
 class NewConnection(BaseModel):
+    """Body of POST /connections; PUT /connections/{id} adds `enabled`. Unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
     connectionId: str | None = None  # noqa: N815 - the contract's field names
     startDate: str | None = None  # noqa: N815
@@ -61,17 +63,8 @@ class NewConnection(BaseModel):
         return value
 
 
-class ConnectionChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ConnectionChange(NewConnection):
     enabled: bool | None = None
-    connectionId: str | None = None  # noqa: N815
-    startDate: str | None = None  # noqa: N815
-
-    @field_validator("startDate")
-    @classmethod
-    def _start(cls, value):
-        _date(value, "startDate")
-        return value
 
 
 class ConnectorChange(BaseModel):

@@ -14,11 +14,13 @@ connection values are secrets and how to authenticate, and inherits the rest:
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import threading
 import time
 from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -280,9 +282,6 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
     if re.fullmatch(r"\d+(\.\d+)?", value.strip()):
         return float(value)
-    from email.utils import parsedate_to_datetime
-    import datetime as dt
-
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
