@@ -3,6 +3,9 @@
 - OAuth token endpoint with real rotation: each refresh issues a new refresh token and the old one
   stops working (after `refresh_grace_seconds`, 0 by default: the harshest reading of the docs);
   access tokens live one hour on a clock tests can move (`PUT /_sandbox/control/qbo`).
+- The consent (authorization-code grant): `GET /connect/oauth2` consents without a human for the
+  company `consent_realm` (or refuses with `error=access_denied` when `consent_denied`) and redirects
+  with a code that is single-use, bound to its redirect_uri and dead after 10 minutes.
 - `query` (GET with `query=` or POST with an application/text body) for the grammar subset we use:
   `SELECT * | COUNT(*) FROM <Entity> [WHERE MetaData.LastUpdatedTime >=|>|<|<= '<ts>' [AND …]]
   [ORDERBY MetaData.LastUpdatedTime [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, 1-based, at most 1000.
@@ -13,16 +16,17 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import hmac
 import random
 import re
 import time
 from decimal import Decimal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from sandbox.core import SandboxState, install_faults
 
@@ -32,6 +36,8 @@ REALMS = ("9130350000000001", "9130350000000002", "9130350000000003")
 INITIAL_REFRESH_TOKENS = {realm: f"qbo-sandbox-initial-refresh-{n}" for n, realm in enumerate(REALMS, start=1)}
 ENTITIES = ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo", "Payment")
 ACCESS_SECONDS, REFRESH_SECONDS = 3600, 8_726_400
+CODE_SECONDS = 600   # RFC 6749 4.1.2: codes expire shortly after issue, 10 minutes at most
+ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 MAX_RESULTS, CDC_CAP = 1000, 1000
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
 
@@ -107,9 +113,15 @@ class QboSandbox:
         self.refresh_tokens: dict[str, tuple[str, float | None]] = {   # token -> (realm, dies at)
             token: (realm, None) for realm, token in INITIAL_REFRESH_TOKENS.items()}
         self.access_tokens: dict[str, tuple[str, float]] = {}            # token -> (realm, expires at)
+        self.consent_realm, self.consent_denied = REALMS[0], False
+        self.redirect_uris: list[str] | None = None    # the app's registered redirect URIs; None: any local one
+        self.codes: dict[str, tuple[str, str, float]] = {}               # code -> (realm, redirect_uri, dies at)
+        self.consents = 0
         self.refreshes = 0
         self.calls: dict[str, list[float]] = {}
         self._data: dict[str, dict[str, list[dict]]] = {}
+        self._deleted: dict[tuple[str, str], list[dict]] = {}      # (realm, entity) -> CDC tombstones
+        self._index: dict[tuple[str, str], tuple[list, list]] = {}  # (realm, entity) -> (sort keys, rows)
 
     @property
     def data(self) -> "_Realms":
@@ -127,23 +139,52 @@ class QboSandbox:
 
     def control(self, payload: dict) -> dict:
         """Tests move the clock, tune limits, and change records."""
-        for change in payload.get("touch", []):
+        for change in [*payload.get("touch", []), *payload.get("delete", [])]:
             self.realm_data(change["realm"])
         with self.state.lock:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
             self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
             self.throttle_status = int(payload.get("throttle_status", self.throttle_status))
+            if "consent_realm" in payload:
+                if payload["consent_realm"] not in REALMS:
+                    raise ValueError(f"consent_realm must be one of {REALMS}")
+                self.consent_realm = payload["consent_realm"]
+            self.consent_denied = bool(payload.get("consent_denied", self.consent_denied))
+            self.redirect_uris = payload.get("redirect_uris", self.redirect_uris)
+            now = _stamp(dt.datetime.fromtimestamp(self.now(), dt.timezone.utc).astimezone(T0.tzinfo))
             for change in payload.get("touch", []):   # {"realm", "entity", "id", "fields": {...}}
                 record = next(r for r in self._data[change["realm"]][change["entity"]] if r["Id"] == change["id"])
                 record.update(change.get("fields", {}))
                 record["SyncToken"] = str(int(record["SyncToken"]) + 1)
-                record["MetaData"]["LastUpdatedTime"] = _stamp(
-                    dt.datetime.fromtimestamp(self.now(), dt.timezone.utc).astimezone(T0.tzinfo))
+                record["MetaData"]["LastUpdatedTime"] = now
+                self._index.pop((change["realm"], change["entity"]), None)
+            for gone in payload.get("delete", []):    # {"realm", "entity", "id"}: only CDC still tells
+                rows = self._data[gone["realm"]][gone["entity"]]
+                rows[:] = [r for r in rows if r["Id"] != gone["id"]]
+                self._deleted.setdefault((gone["realm"], gone["entity"]), []).append(
+                    {"domain": "QBO", "status": "Deleted", "Id": gone["id"], "MetaData": {"LastUpdatedTime": now}})
+                self._index.pop((gone["realm"], gone["entity"]), None)
         return self.inspect()
 
+    def _sorted(self, realm: str, entity: str) -> tuple[list, list]:
+        """Rows by (LastUpdatedTime, scramble), built once per change: a 100k-row company stays fast.
+
+        QBO promises no order among equal timestamps; neither do we (a scrambled, stable one).
+        """
+        key, data = (realm, entity), self.realm_data(realm)
+        with self.state.lock:
+            if key not in self._index:
+                rows = sorted(data[entity], key=self._sort_key)
+                self._index[key] = ([self._sort_key(r) for r in rows], rows)
+            return self._index[key]
+
+    @staticmethod
+    def _sort_key(row: dict) -> tuple[dt.datetime, int]:
+        return dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"]), (int(row["Id"]) * 7919) % 1009
+
     def inspect(self) -> dict:
-        return {"refreshes": self.refreshes, "live_refresh_tokens": len(self.refresh_tokens),
+        return {"refreshes": self.refreshes, "live_refresh_tokens": len(self.refresh_tokens), "consents": self.consents,
                 "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self._data.items()}}
 
     def _generate(self, realm_index: int) -> dict[str, list[dict]]:
@@ -239,6 +280,8 @@ class QboSandbox:
             if not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected.encode()):
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
             form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+            if form.get("grant_type") == "authorization_code":
+                return self._redeem_code(form)
             if form.get("grant_type") != "refresh_token" or not form.get("refresh_token"):
                 return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
             with self.state.lock:
@@ -251,13 +294,12 @@ class QboSandbox:
                 self.refresh_tokens[form["refresh_token"]] = (realm, self.now() + self.refresh_grace_seconds)
                 self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items()
                                        if v[1] is None or v[1] > self.now()}
-                new_refresh = "RT1-%032x" % self.state.random.getrandbits(128)
-                new_access = "AT1-%064x" % self.state.random.getrandbits(256)
-                self.refresh_tokens[new_refresh] = (realm, None)
-                self.access_tokens[new_access] = (realm, self.now() + ACCESS_SECONDS)
                 self.refreshes += 1
-            return {"token_type": "bearer", "expires_in": ACCESS_SECONDS, "refresh_token": new_refresh,
-                    "x_refresh_token_expires_in": REFRESH_SECONDS, "access_token": new_access}
+                return self._issue_tokens(realm)
+
+        @app.get("/connect/oauth2")
+        def authorize(request: Request):
+            return self._consent(dict(request.query_params))
 
         async def run_query(realm: str, request: Request, text: str | None):
             problem = self._check_call(realm, request)
@@ -293,12 +335,73 @@ class QboSandbox:
             for entity in [e for e in entities.split(",") if e]:
                 if entity not in ENTITIES:
                     return _fault(400, "2030", "Invalid Query", f"unsupported entity {entity}")
-                rows = [r for r in self.data[realm][entity]
-                        if dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]) >= since][:budget]
+                keys, ordered = self._sorted(realm, entity)
+                changed = ordered[bisect.bisect_left(keys, (since, -1)):]
+                gone = [r for r in self._deleted.get((realm, entity), [])
+                        if dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]) >= since]
+                rows = [*changed, *gone][:budget]
                 budget -= len(rows)
                 if rows:
                     responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows)})
             return {"CDCResponse": [{"QueryResponse": responses or [{}]}], "time": _stamp(now)}
+
+    def _issue_tokens(self, realm: str) -> dict:
+        """A new access + refresh token pair for `realm` (caller holds the state lock)."""
+        new_refresh = "RT1-%032x" % self.state.random.getrandbits(128)
+        new_access = "AT1-%064x" % self.state.random.getrandbits(256)
+        self.refresh_tokens[new_refresh] = (realm, None)
+        self.access_tokens[new_access] = (realm, self.now() + ACCESS_SECONDS)
+        return {"token_type": "bearer", "expires_in": ACCESS_SECONDS, "refresh_token": new_refresh,
+                "x_refresh_token_expires_in": REFRESH_SECONDS, "access_token": new_access}
+
+    def _registered(self, redirect_uri: str) -> bool:
+        """Intuit redirects only to the URIs on the app's Keys tab (exactly); unset here: any local http(s) URL."""
+        if self.redirect_uris is not None:
+            return redirect_uri in self.redirect_uris
+        parts = urlsplit(redirect_uri)
+        return parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost")
+
+    def _consent(self, params: dict) -> Response:
+        """The consent page, decided at once. A bad client or redirect_uri is shown, never redirected to
+        (RFC 6749 4.1.2.1); other errors, and the user's refusal, go back to redirect_uri with `state`."""
+        redirect_uri = params.get("redirect_uri", "")
+        if params.get("client_id") != CLIENT_ID:
+            return JSONResponse({"error": "invalid_client", "error_description": "unknown client_id"}, status_code=400)
+        if not redirect_uri or not self._registered(redirect_uri):
+            return JSONResponse({"error": "invalid_request", "error_description": "The redirect_uri query parameter "
+                                 "value is invalid. Make sure it is listed in the Redirect URIs section on your app's "
+                                 "keys tab and matches it exactly."}, status_code=400)
+
+        def back(**answer: str) -> RedirectResponse:
+            parts = urlsplit(redirect_uri)
+            query = parse_qsl(parts.query, keep_blank_values=True) + list(answer.items())
+            if "state" in params:
+                query.append(("state", params["state"]))
+            return RedirectResponse(urlunsplit(parts._replace(query=urlencode(query))), status_code=302)
+
+        if params.get("response_type") != "code":
+            return back(error="unsupported_response_type")
+        if ACCOUNTING_SCOPE not in params.get("scope", "").split():
+            return back(error="invalid_scope")
+        if self.consent_denied:
+            return back(error="access_denied")
+        with self.state.lock:
+            code = "AB11%048x" % self.state.random.getrandbits(192)
+            self.codes[code] = (self.consent_realm, redirect_uri, self.now() + CODE_SECONDS)
+            self.consents += 1
+            realm = self.consent_realm
+        return back(code=code, realmId=realm)
+
+    def _redeem_code(self, form: dict) -> JSONResponse | dict:
+        """grant_type=authorization_code: the code works once, before it expires, with the redirect_uri it
+        was issued for; a fresh token pair for its company (earlier consents' tokens stay valid)."""
+        if not form.get("code") or not form.get("redirect_uri"):
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        with self.state.lock:
+            entry = self.codes.pop(form["code"], None)   # single use, whatever the outcome
+            if entry is None or entry[2] <= self.now() or entry[1] != form["redirect_uri"]:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            return self._issue_tokens(entry[0])
 
     def _check_call(self, realm: str, request: Request):
         token_realm, problem = self._realm_of_bearer(request)
@@ -323,7 +426,8 @@ class QboSandbox:
         entity = match["entity"]
         if entity not in ENTITIES:
             return _fault(400, "4001", "Invalid query", f"QueryValidationError: unknown entity {entity}")
-        rows = list(self.data[realm][entity])
+        keys, ordered = self._sorted(realm, entity)
+        low, high = 0, len(ordered)
         for condition in re.split(r"\s+AND\s+", match["where"], flags=re.IGNORECASE) if match["where"] else []:
             cond = _CONDITION.match(condition)
             if not cond:
@@ -331,16 +435,17 @@ class QboSandbox:
             op, bound = cond.group(1), dt.datetime.fromisoformat(cond.group(2))
             if bound.tzinfo is None:
                 return _fault(400, "4001", "Invalid query", "QueryValidationError: timestamp without offset")
-            test = {">=": lambda v: v >= bound, ">": lambda v: v > bound, "<=": lambda v: v <= bound,
-                    "<": lambda v: v < bound, "=": lambda v: v == bound}[op]
-            rows = [r for r in rows if test(dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]))]
+            before, after = bisect.bisect_left(keys, (bound, -1)), bisect.bisect_right(keys, (bound, 1009))
+            low, high = {">=": (max(low, before), high), ">": (max(low, after), high),
+                         "<=": (low, min(high, after)), "<": (low, min(high, before)),
+                         "=": (max(low, before), min(high, after))}[op]
+        rows = ordered[low:max(low, high)]
         if match["what"].upper() == "COUNT(*)":
             return {"QueryResponse": {"totalCount": len(rows)}, "time": _stamp(dt.datetime.now(dt.timezone.utc))}
-        if match["order"]:
-            # QBO promises no order among equal timestamps; neither do we (a scrambled, stable one).
-            rows.sort(key=lambda r: (dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]),
-                                     (int(r["Id"]) * 7919) % 1009),
-                      reverse=(match["dir"] or "ASC").upper() == "DESC")
+        if not match["order"]:
+            rows = sorted(rows, key=lambda r: int(r["Id"]))   # unordered queries come back by Id
+        elif (match["dir"] or "ASC").upper() == "DESC":
+            rows = rows[::-1]
         start, size = int(match["start"] or 1), int(match["max"] or 100)
         if start < 1 or size < 1 or size > MAX_RESULTS:
             return _fault(400, "4001", "Invalid query",

@@ -83,10 +83,20 @@ class TrustFileSandbox:
             self.all_errors = bool(payload.get("all_errors", self.all_errors))
         return {"all_errors": self.all_errors}
 
+    def inspect(self) -> dict:
+        """Every stored item per company (as TrustFile keeps them: one per itemId and refund flag),
+        how many push calls succeeded, and how many item writes they made (re-pushes included)."""
+        with self.state.lock:
+            items: dict[str, list[dict]] = {}
+            for (company, _, _), item in sorted(self.items.items()):
+                items.setdefault(company, []).append(item)
+            return {"items": items, "push_calls": dict(self.push_calls), "item_writes": dict(self.item_writes)}
+
     def reset(self) -> None:
         self.all_errors = True
         self.items: dict[tuple[str, str, bool], dict] = {}
         self.push_calls: dict[str, int] = {}
+        self.item_writes: dict[str, int] = {}
         self.companies: dict[str, dict] = {
             cid: {"name": f"Sandbox Company {n}", "syncDate": None, "phone": None, "fax": None,
                   "createdAt": "2026-01-01T00:00:00+00:00", "updatedAt": "2026-01-01T00:00:00+00:00",
@@ -133,6 +143,7 @@ class TrustFileSandbox:
                 for item in items:
                     self.items[(connection_id, item["itemId"], item["refund"])] = item
                 self.push_calls[connection_id] = self.push_calls.get(connection_id, 0) + 1
+                self.item_writes[connection_id] = self.item_writes.get(connection_id, 0) + len(items)
             return {"processed": len(items), "dateTime": _now()}
 
         @app.get("/v3/connections/{connection_id}/items/{item_id}")

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -26,6 +27,8 @@ from etl import db, oauth_tokens
 from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 
 DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+DEFAULT_AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
+ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 DEFAULT_MINOR_VERSION = 75
 PAGE_SIZE = 1000
 CDC_LIMIT = 1000
@@ -56,13 +59,17 @@ class QboHook(VendorHttpHook):
     # QBO's limits are per minute and it sends no Retry-After: wait for the next window.
     throttle_wait_seconds: float = 61.0
 
-    def __init__(self, conn_id: str | None = None, **kwargs):
+    def __init__(self, conn_id: str | None = None, *, realm_id: str | None = None,
+                 refresh_token: str | None = None, **kwargs):
+        """`realm_id`/`refresh_token` override the connection's extra: the TrustFile extractor keeps
+        one OAuth app (this connection) and each company's consent in its own table."""
         super().__init__(conn_id, **kwargs)
         self._access_token: str | None = None
+        self._realm_id, self._seed_refresh_token = realm_id, refresh_token
 
 
     def secrets_of(self, conn):
-        return [conn.password, (conn.extra_dejson or {}).get("refresh_token")]
+        return [conn.password, (conn.extra_dejson or {}).get("refresh_token"), self._seed_refresh_token]
 
     @property
     def extra(self) -> dict:
@@ -70,7 +77,7 @@ class QboHook(VendorHttpHook):
 
     @property
     def realm_id(self) -> str:
-        realm = self.extra.get("realm_id")
+        realm = self._realm_id or self.extra.get("realm_id")
         if not realm:
             raise ValueError(f"connection {self.conn_id!r} has no extra realm_id")
         return str(realm)
@@ -106,8 +113,46 @@ class QboHook(VendorHttpHook):
         return oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
                                        payload["refresh_token"], payload.get("x_refresh_token_expires_in"))
 
+    def authorization_url(self, state: str, redirect_uri: str) -> str:
+        """Intuit's consent page for this OAuth client (extra `authorize_url`, default Intuit's): the
+        company's admin signs in, picks the company, and Intuit sends the browser to `redirect_uri` with
+        `code`, `state` and `realmId` (or `error=access_denied`)."""
+        client_id = (self.connection.login or "").strip()
+        if not client_id:
+            raise ValueError(f"connection {self.conn_id!r} has no login (the OAuth client id)")
+        base = self.extra.get("authorize_url") or DEFAULT_AUTHORIZE_URL
+        return f"{base}?" + urlencode({"client_id": client_id, "response_type": "code", "scope": ACCOUNTING_SCOPE,
+                                       "redirect_uri": redirect_uri, "state": state})
+
+    def exchange_code(self, code: str, redirect_uri: str) -> oauth_tokens.TokenGrant:
+        """Trade the consent's authorization code for the company's first token pair.
+
+        A code works once, for minutes, and only with the redirect_uri it was issued for, so the call is
+        repeated only after a 429 (which proves Intuit did not act on it).
+        """
+        register_secret(code)
+        url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
+        try:
+            payload = self.request_json(
+                "POST", url, data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+                auth=((self.connection.login or "").strip(), self.password), idempotent=False)
+        except VendorApiError as exc:
+            if exc.status != 400 or "invalid_grant" not in exc.detail:
+                raise
+            raise VendorApiError(self.vendor, "POST", url, 400, exc.detail,
+                                 hint="the code expired, was already used, or was issued for another redirect "
+                                      "URI: run the consent again") from None
+        tokens = payload if isinstance(payload, dict) else {}
+        for key in ("access_token", "refresh_token"):
+            register_secret(tokens.get(key))
+        if not tokens.get("access_token") or not tokens.get("refresh_token"):
+            raise VendorApiError(self.vendor, "POST", url, 200, "the token answer has no access or refresh token",
+                                 hint="nothing was stored; run the consent again")
+        return oauth_tokens.TokenGrant(tokens["access_token"], int(tokens.get("expires_in", 3600)),
+                                       tokens["refresh_token"], tokens.get("x_refresh_token_expires_in"))
+
     def _token(self, rejected: str | None = None) -> str:
-        seed = self.extra.get("refresh_token")
+        seed = self._seed_refresh_token or self.extra.get("refresh_token")
         if not seed:
             raise ValueError(f"connection {self.conn_id!r} has no extra refresh_token")
         token = oauth_tokens.access_token(db.connect, "qbo", self.realm_id, seed_refresh_token=seed,

@@ -23,6 +23,11 @@ def money(value) -> Decimal:
     return Decimal(str(value)).quantize(CENT)
 
 
+def item_id(source_system: str, source_entity: str, source_id: str) -> str:
+    """Stable across runs and unique per company: TrustFile upserts on it."""
+    return f"{source_system}-{source_entity}-{source_id}"
+
+
 @dataclass(frozen=True)
 class Address:
     line1: str | None = None
@@ -75,8 +80,7 @@ class Transaction:
 
     @property
     def item_id(self) -> str:
-        """Stable across runs and unique per company: TrustFile upserts on it."""
-        return f"{self.source_system}-{self.source_entity}-{self.source_id}"
+        return item_id(self.source_system, self.source_entity, self.source_id)
 
     @property
     def computed_total(self) -> Decimal:

@@ -1,0 +1,1 @@
+"""Host systems the TrustFile extractor reads sales and refunds from: one module per system."""

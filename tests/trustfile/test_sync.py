@@ -1,0 +1,144 @@
+"""The TrustFile sync engine against the QBO and TrustFile sandboxes and a real PostgreSQL."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from cryptography.fernet import Fernet
+
+from sandbox import qbo as qbo_sandbox
+from sandbox import trustfile as tf_sandbox
+
+REALM = qbo_sandbox.REALMS[0]
+COMPANY = tf_sandbox.SEEDED_CONNECTIONS[0]
+DOCUMENTS = 4 * 40          # the sandbox's SalesReceipts, Invoices, RefundReceipts and CreditMemos per realm
+
+
+@pytest.fixture
+def wired(sandbox, conn, monkeypatch):
+    """Connection COMPANY, enabled since 2026-01-01 and authorized for REALM."""
+    from etl.encryption import encrypt
+
+    monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(
+        {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID,
+         "password": qbo_sandbox.CLIENT_SECRET, "extra": {"token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
+    monkeypatch.setenv("AIRFLOW_CONN_TRUSTFILE_DEFAULT", json.dumps(
+        {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile", "password": tf_sandbox.TOKEN}))
+    conn.execute("TRUNCATE trustfile.connections, etl.watermarks, etl.watermark_history, etl.oauth_tokens CASCADE")
+    credentials = encrypt(json.dumps({"realm_id": REALM, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM]}))
+    conn.execute("INSERT INTO trustfile.connections (connection_id, enabled, start_date, host_identifier, "
+                 "host_credentials) VALUES (%s, true, '2026-01-01', %s, %s)", (COMPANY, REALM, credentials))
+    conn.commit()
+    return conn
+
+
+def job(conn):
+    from operators.trustfile_sync import build_job
+
+    return build_job(conn, COMPANY)
+
+
+def stored_items(sandbox) -> dict[str, dict]:
+    items = sandbox.state("trustfile")["items"].get(COMPANY, [])
+    assert len(items) == len({i["itemId"] for i in items})
+    return {i["itemId"]: i for i in items}
+
+
+def sync(conn, **budget):
+    from etl.trustfile.sync import Budget, run_sync
+
+    return run_sync(conn, job(conn), run_id="test", budget=Budget(**budget))
+
+
+def test_first_sync_pushes_every_document_once_and_a_second_pushes_nothing(wired, sandbox):
+    first = sync(wired)
+    assert first.caught_up and first.read == DOCUMENTS and first.inserted == DOCUMENTS and first.quarantined == 0
+    items = stored_items(sandbox)
+    assert len(items) == DOCUMENTS and first.pushed == DOCUMENTS and first.push_calls == 1
+    # every item reconciles with its row, and money went through Decimal
+    for item_id, total in wired.execute("SELECT item_id, source_total FROM trustfile.transactions"):
+        item = items[item_id]
+        parts = sum(Decimal(str(item[k])) for k in ("salesAmount", "salesTax", "shippingAmount", "shippingTax"))
+        assert parts == total
+    flagged = [i for i in items.values() if i.get("reviewRequired")]
+    assert flagged and all(i["shipToAddress"]["zip"] == "93722" and i["reviewMessage"] for i in flagged)
+
+    second = sync(wired)
+    assert (second.inserted, second.updated, second.push_selected) == (0, 0, 0)
+    assert sandbox.state("trustfile")["push_calls"][COMPANY] == 1
+
+
+def test_five_changed_documents_are_exactly_what_the_next_sync_pushes(wired, sandbox):
+    sync(wired)
+    writes = sandbox.state("trustfile")["item_writes"][COMPANY]
+    changed = [("SalesReceipt", "101"), ("SalesReceipt", "102"), ("Invoice", "141"), ("RefundReceipt", "181"),
+               ("CreditMemo", "221")]
+    sandbox.control("qbo", touch=[{"realm": REALM, "entity": e, "id": i, "fields": {"TxnDate": "2026-02-02"}}
+                                  for e, i in changed])
+    time.sleep(1.1)     # a sync reads whole seconds that are over (QBO's timestamps have no fraction)
+    report = sync(wired)
+    assert (report.updated, report.pushed) == (5, 5)
+    assert sandbox.state("trustfile")["item_writes"][COMPANY] == writes + 5
+    items = stored_items(sandbox)
+    assert all(items[f"qbo-{e}-{i}"]["transactionDate"] == "2026-02-02T00:00:00" for e, i in changed)
+
+
+def test_a_deleted_document_is_sent_again_with_zero_amounts(wired, sandbox):
+    sync(wired)
+    sandbox.control("qbo", delete=[{"realm": REALM, "entity": "Invoice", "id": "141"}])
+    time.sleep(1.1)
+    report = sync(wired)
+    assert (report.deleted, report.pushed) == (1, 1)
+    item = stored_items(sandbox)["qbo-Invoice-141"]
+    assert [item[k] for k in ("salesAmount", "salesTax", "shippingAmount", "shippingTax")] == [0, 0, 0, 0]
+
+
+def test_an_item_trustfile_refuses_is_recorded_and_the_rest_pushed(wired, sandbox):
+    from etl.trustfile.sync import SyncJob
+
+    bare = job(wired)
+    no_fallback = SyncJob(**{**bare.__dict__, "fallback_address": None})   # a company without an address
+    from etl.trustfile.sync import run_sync
+
+    report = run_sync(wired, no_fallback, run_id="test")
+    assert report.rejected > 0 and report.pushed == DOCUMENTS - report.rejected
+    bad = wired.execute("SELECT item_id, message FROM trustfile.bad_items WHERE stage = 'trustfile'").fetchall()
+    assert len(bad) == report.rejected and all("zip" in message or "state" in message for _, message in bad)
+    again = run_sync(wired, no_fallback, run_id="test")
+    assert again.push_selected == 0                          # refused and unchanged: not pushed again
+
+
+def test_bounded_windows_advance_the_watermark_and_a_budget_stops_the_run(wired, sandbox):
+    from etl import watermarks
+    from etl.trustfile.sync import PIPELINE
+
+    report = sync(wired, window=dt.timedelta(days=2), max_documents=1)
+    assert not report.caught_up and report.windows == 3      # Jan 1-3, 3-5 (empty), 5-7 (every document)
+    mark = watermarks.read(wired, PIPELINE, COMPANY).value
+    assert mark == dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc)
+    assert report.pushed == DOCUMENTS
+
+
+def test_backfill_reload_and_repush_leave_the_watermark_alone(wired, sandbox):
+    from etl import watermarks
+    from etl.trustfile.sync import PIPELINE, run_backfill
+
+    sync(wired)
+    mark = watermarks.read(wired, PIPELINE, COMPANY)
+    since, until = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc), dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc)
+    wired.execute("UPDATE trustfile.transactions SET customer_name = 'drifted'")    # what a reload repairs
+    wired.commit()
+    reloaded = run_backfill(wired, job(wired), mode="reload", since=since, until=until, run_id="backfill")
+    assert reloaded.read == DOCUMENTS and reloaded.updated == DOCUMENTS and reloaded.push_selected == 0
+    assert watermarks.read(wired, PIPELINE, COMPANY).value == mark.value
+    writes = sandbox.state("trustfile")["item_writes"][COMPANY]
+    repushed = run_backfill(wired, job(wired), mode="repush", since=since, until=until, run_id="backfill")
+    assert repushed.pushed == DOCUMENTS and sandbox.state("trustfile")["item_writes"][COMPANY] == writes + DOCUMENTS
+    assert watermarks.read(wired, PIPELINE, COMPANY).value == mark.value
+    pending = wired.execute("SELECT count(*) FROM trustfile.transactions t JOIN trustfile.push_ledger p "
+                            "USING (connection_id, item_id) WHERE p.content_hash <> t.content_hash").fetchone()[0]
+    assert pending == 0
