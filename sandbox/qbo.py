@@ -97,7 +97,7 @@ class QboSandbox:
 
     def __init__(self, state: SandboxState, *, per_entity: int = 40) -> None:
         self.state = state
-        self.per_entity = per_entity
+        self.default_per_entity = per_entity
         self.app = FastAPI(title="QuickBooks Online sandbox")
         install_faults(self.app, NAME, state, lambda: throttled(self.throttle_status))
         self.reset()
@@ -107,6 +107,7 @@ class QboSandbox:
 
     def reset(self) -> None:
         self.clock_offset = 0.0
+        self.per_entity = self.default_per_entity
         self.rate_per_minute = 500
         self.refresh_grace_seconds = 0.0
         self.throttle_status = 429   # older QBO answers used 403 with the same XML body
@@ -141,9 +142,12 @@ class QboSandbox:
         """Tests move the clock, tune limits, and change records."""
         for change in [*payload.get("touch", []), *payload.get("delete", [])]:
             self.realm_data(change["realm"])
+        for realm in payload.get("generate", []):    # make a company's records now, not on its first query
+            self.realm_data(realm)
         with self.state.lock:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
+            self.per_entity = int(payload.get("per_entity", self.per_entity))   # for realms not generated yet
             self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
             self.throttle_status = int(payload.get("throttle_status", self.throttle_status))
             if "consent_realm" in payload:

@@ -177,6 +177,9 @@ def prepare() -> dict:
     env = {**os.environ, **settings.airflow_environment(metadata_url, local, integrations_url)}
     say("migrating the Airflow metadata database")
     airflow_cli(env, "db", "migrate")
+    slots = os.environ.get("TRUSTFILE_SYNC_POOL_SLOTS", "4")
+    airflow_cli(env, "pools", "set", "trustfile_sync", slots,
+                "TrustFile connections synced at once (TRUSTFILE_SYNC_POOL_SLOTS)")
     sandboxed = write_connections(env, integrations_url)
     if sandboxed:
         forget_sandbox_tokens(integrations_url)

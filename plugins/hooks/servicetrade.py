@@ -117,8 +117,14 @@ class ServiceTradeHook(VendorHttpHook):
     def list_jobs(self, updated_after: dt.datetime | int, statuses: Sequence[str] = ALL_JOB_STATUSES) -> Iterator[dict]:
         return self.paginate("job", {"updatedAfter": unix_seconds(updated_after), "status": ",".join(statuses)})
 
-    def list_invoices(self, updated_after: dt.datetime | int) -> Iterator[dict]:
-        return self.paginate("invoice", {"updatedAfter": unix_seconds(updated_after)})
+    def list_invoices(self, updated_after: dt.datetime | int,
+                      updated_before: dt.datetime | int | None = None) -> Iterator[dict]:
+        """Invoices of every type and status updated in [updated_after, updated_before]: both bounds are
+        inclusive ("updated on or before this timestamp"), in the order ServiceTrade sorts them (by name)."""
+        params = {"updatedAfter": unix_seconds(updated_after)}
+        if updated_before is not None:
+            params["updatedBefore"] = unix_seconds(updated_before)
+        return self.paginate("invoice", params)
 
     def list_locations(self, updated_after: dt.datetime | int) -> Iterator[dict]:
         return self.paginate("location", {"updatedAfter": unix_seconds(updated_after)})

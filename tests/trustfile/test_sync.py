@@ -142,3 +142,43 @@ def test_backfill_reload_and_repush_leave_the_watermark_alone(wired, sandbox):
     pending = wired.execute("SELECT count(*) FROM trustfile.transactions t JOIN trustfile.push_ledger p "
                             "USING (connection_id, item_id) WHERE p.content_hash <> t.content_hash").fetchone()[0]
     assert pending == 0
+
+
+KILLABLE_SYNC = """
+import sys
+from etl import db
+from etl.trustfile.sync import run_sync
+from operators.trustfile_sync import build_job
+with db.connect(sys.argv[1]) as conn:
+    run_sync(conn, build_job(conn, sys.argv[2]), run_id="killed")
+"""
+
+
+def test_a_sync_killed_in_the_middle_of_its_push_ends_with_every_item_once_and_current(wired, sandbox, db_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sandbox.control("qbo", per_entity=700)              # 2800 documents: three push calls
+    sandbox.faults("trustfile", latency_ms=400, only_path="/items")
+    worker = subprocess.Popen([sys.executable, "-c", KILLABLE_SYNC, db_url, COMPANY], env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while sandbox.state("trustfile")["push_calls"].get(COMPANY, 0) < 1:
+        assert worker.poll() is None and time.monotonic() < deadline, "the sync ended before it could be killed"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    partial = sandbox.state("trustfile")
+    assert 0 < len(partial["items"][COMPANY]) < 2800
+
+    sandbox.faults("trustfile")
+    touched = {"realm": REALM, "entity": "Invoice", "id": str(101 + 700), "fields": {"TxnDate": "2026-03-03"}}
+    sandbox.control("qbo", touch=[touched])
+    time.sleep(1.1)
+    report = sync(wired)
+    items = stored_items(sandbox)
+    assert len(items) == 2800 and report.pushed < 2800
+    stored = dict(wired.execute("SELECT item_id, item FROM trustfile.transactions").fetchall())
+    assert stored == items                                  # every item in TrustFile is our latest content
+    assert items["qbo-Invoice-801"]["transactionDate"] == "2026-03-03T00:00:00"

@@ -1,0 +1,129 @@
+"""One company's first TrustFile sync from QuickBooks Online, at 10,000 and at 100,000 documents.
+
+Everything is real but the vendors: the sandbox (`python -m sandbox`) answers as QBO and TrustFile
+over HTTP on 127.0.0.1, our database is PostgreSQL. Each sync runs in a child process so its peak
+RSS is its own. Reported: wall time, documents per second, QBO and TrustFile calls against the
+fewest the page sizes allow (QBO query pages of 1000 per entity, one more when an entity's count
+is a multiple of 1000 because only a short page says "done"; TrustFile calls of 1000 items), and
+peak memory at both sizes (flat is the target).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from bench.server import bench_database
+from etl import db, migrate
+from sandbox import qbo as qbo_sandbox
+from sandbox import trustfile as tf_sandbox
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+ENTITIES = 4          # SalesReceipt, Invoice, RefundReceipt, CreditMemo
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sandbox_call(url: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{url}/_sandbox{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read())
+
+
+def _start_sandbox(env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port)], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the sandbox did not start") from None
+            time.sleep(0.1)
+
+
+def _minimum_qbo_pages(per_entity: int) -> int:
+    return ENTITIES * (per_entity // 1000 + 1)
+
+
+def run_size(url: str, sandbox_url: str, env: dict, documents: int, connection_id: str, realm: str) -> dict:
+    per_entity = documents // ENTITIES
+    _sandbox_call(sandbox_url, "PUT", "/control/qbo", {"per_entity": per_entity})
+    started = time.monotonic()   # the company's records are made before the sync is timed
+    _sandbox_call(sandbox_url, "PUT", "/control/qbo", {"generate": [realm]})
+    generate_seconds = time.monotonic() - started
+    before = _sandbox_call(sandbox_url, "GET", "/requests?vendor=qbo")["requests"]
+    child = subprocess.run([sys.executable, "-m", "bench.trustfile_sync_child", url, connection_id, realm],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"the sync child failed:\n{child.stderr[-4000:]}")
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    qbo_requests = _sandbox_call(sandbox_url, "GET", "/requests?vendor=qbo")["requests"][len(before):]
+    figures.update(
+        documents=documents, sandbox_generate_seconds=round(generate_seconds, 2),
+        qbo_query_calls=sum(1 for r in qbo_requests if r["path"].endswith("/query")),
+        qbo_other_calls=sum(1 for r in qbo_requests if not r["path"].endswith("/query")),
+        qbo_query_minimum=_minimum_qbo_pages(per_entity),
+        trustfile_push_minimum=-(-documents // 1000),
+        trustfile_push_calls=_sandbox_call(sandbox_url, "GET", "/state/trustfile")["push_calls"].get(connection_id, 0),
+        trustfile_items=len(_sandbox_call(sandbox_url, "GET", "/state/trustfile")["items"].get(connection_id, [])),
+    )
+    return figures
+
+
+def main() -> dict:
+    sizes = [int(n) for n in os.environ.get("BENCH_TRUSTFILE_DOCUMENTS", "10000,100000").split(",")]
+    print(f"trustfile sync benchmark: {', '.join(f'{n:,}' for n in sizes)} QBO documents, one company each", flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+           "INTEGRATIONS_FERNET_KEY": Fernet.generate_key().decode()}
+    sandbox, sandbox_url = _start_sandbox(env)
+    results = []
+    try:
+        with bench_database("bench_trustfile") as url:
+            with db.connect(url, autocommit=True) as conn:
+                migrate.migrate(conn)
+            env.update({
+                "AIRFLOW_CONN_INTEGRATIONS_DB": url,      # the QBO hook keeps its tokens there
+                "AIRFLOW_CONN_QBO_DEFAULT": json.dumps({
+                    "conn_type": "qbo", "host": f"{sandbox_url}/qbo", "login": qbo_sandbox.CLIENT_ID,
+                    "password": qbo_sandbox.CLIENT_SECRET,
+                    "extra": {"token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"}}),
+                "AIRFLOW_CONN_TRUSTFILE_DEFAULT": json.dumps({
+                    "conn_type": "trustfile", "host": f"{sandbox_url}/trustfile", "password": tf_sandbox.TOKEN}),
+            })
+            for n, (size, connection_id, realm) in enumerate(zip(sizes, tf_sandbox.SEEDED_CONNECTIONS,
+                                                                 qbo_sandbox.REALMS)):
+                figures = run_size(url, sandbox_url, env, size, connection_id, realm)
+                results.append(figures)
+                print(f"{size:>9,} documents: {figures['seconds']:7.1f} s ({size / figures['seconds']:,.0f}/s), "
+                      f"QBO query calls {figures['qbo_query_calls']} (minimum {figures['qbo_query_minimum']}) "
+                      f"+ {figures['qbo_other_calls']} other, TrustFile push calls {figures['trustfile_push_calls']} "
+                      f"(minimum {figures['trustfile_push_minimum']}), items in TrustFile "
+                      f"{figures['trustfile_items']:,}, peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    if len(results) > 1:
+        print(f"peak RSS ratio {results[-1]['documents']:,} vs {results[0]['documents']:,} documents: "
+              f"{results[-1]['peak_rss_mb'] / results[0]['peak_rss_mb']:.2f}x (flat is 1.0)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "trustfile_sync.json").write_text(json.dumps(results, indent=2))
+    return {"trustfile_sync": results}

@@ -1,0 +1,32 @@
+"""Child of the TrustFile sync benchmark: wire one connection, run its first sync, print figures."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+
+from bench.loader_rss import _high_water_mb
+from etl import db
+from etl.encryption import encrypt
+from etl.trustfile.sync import Budget, run_sync
+from operators.trustfile_sync import build_job
+from sandbox import qbo as qbo_sandbox
+
+
+def main(url: str, connection_id: str, realm: str) -> None:
+    credentials = encrypt(json.dumps({"realm_id": realm, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[realm]}))
+    with db.connect(url) as conn:
+        conn.execute("INSERT INTO trustfile.connections (connection_id, enabled, start_date, host_identifier, "
+                     "host_credentials) VALUES (%s, true, '2026-01-01', %s, %s)", (connection_id, realm, credentials))
+        conn.commit()
+        baseline = _high_water_mb()
+        started = time.monotonic()
+        report = run_sync(conn, build_job(conn, connection_id), run_id="bench", budget=Budget(window=dt.timedelta(days=366)))
+        seconds = time.monotonic() - started
+    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(_high_water_mb(), 1),
+                      "baseline_rss_mb": round(baseline, 1), "report": report.as_dict()}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
