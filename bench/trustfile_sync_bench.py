@@ -113,7 +113,8 @@ def main() -> dict:
                                                                  qbo_sandbox.REALMS)):
                 figures = run_size(url, sandbox_url, env, size, connection_id, realm)
                 results.append(figures)
-                print(f"{size:>9,} documents: {figures['seconds']:7.1f} s ({size / figures['seconds']:,.0f}/s), "
+                print(f"{size:>9,} documents: {figures['seconds']:7.1f} s ({size / figures['seconds']:,.0f}/s; extract "
+                      f"{figures['report']['extract_seconds']:.1f} s, push {figures['report']['push_seconds']:.1f} s), "
                       f"QBO query calls {figures['qbo_query_calls']} (minimum {figures['qbo_query_minimum']}) "
                       f"+ {figures['qbo_other_calls']} other, TrustFile push calls {figures['trustfile_push_calls']} "
                       f"(minimum {figures['trustfile_push_minimum']}), items in TrustFile "

@@ -49,12 +49,12 @@ def due_connections() -> list[str]:
 
 def build_job(conn, connection_id: str) -> SyncJob:
     row = conn.execute(
-        "SELECT start_date, host_system, host_identifier, host_credentials, company_token "
+        "SELECT start_date, host_system, host_identifier, host_credentials, company_token, synced_from "
         "FROM trustfile.connections WHERE connection_id = %s", (connection_id,)).fetchone()
     conn.commit()
     if row is None:
         raise SyncSetupError(f"connection {connection_id} no longer exists (deleted through the API)")
-    start_date, host_system, host_identifier, sealed_credentials, sealed_token = row
+    start_date, host_system, host_identifier, sealed_credentials, sealed_token, synced_from = row
     if start_date is None or sealed_credentials is None:
         raise SyncSetupError(f"connection {connection_id} has no start date or no host authorization yet")
     credentials = json.loads(decrypt(sealed_credentials))
@@ -80,7 +80,8 @@ def build_job(conn, connection_id: str) -> SyncJob:
     address = company.get("address") or {}
     fallback = Address(line1=address.get("line1"), city=address.get("city"), state=address.get("state"),
                        zip=address.get("zip"))
-    return SyncJob(connection_id, start_date, host, trustfile, target, fallback if fallback.complete else None)
+    return SyncJob(connection_id, start_date, host, trustfile, target, fallback if fallback.complete else None,
+                   synced_from)
 
 
 def error_type(exc: BaseException) -> status.ErrorType:

@@ -182,3 +182,46 @@ def test_a_sync_killed_in_the_middle_of_its_push_ends_with_every_item_once_and_c
     stored = dict(wired.execute("SELECT item_id, item FROM trustfile.transactions").fetchall())
     assert stored == items                                  # every item in TrustFile is our latest content
     assert items["qbo-Invoice-801"]["transactionDate"] == "2026-03-03T00:00:00"
+
+
+def test_a_servicetrade_connection_syncs_through_the_same_engine(wired, sandbox, monkeypatch):
+    from etl.encryption import encrypt
+    from sandbox import servicetrade as st_sandbox
+
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICETRADE_DEFAULT", json.dumps(
+        {"conn_type": "servicetrade", "host": f"{sandbox.url}/servicetrade/api", "login": st_sandbox.USERNAME,
+         "password": st_sandbox.PASSWORD}))
+    company = tf_sandbox.SEEDED_CONNECTIONS[1]
+    wired.execute("INSERT INTO trustfile.connections (connection_id, enabled, start_date, host_system, "
+                  "host_identifier, host_credentials) VALUES (%s, true, '2026-01-01', 'servicetrade', 'acme-fire', %s)",
+                  (company, encrypt(json.dumps({"airflow_conn_id": "servicetrade_default"}))))
+    wired.commit()
+    from etl.trustfile.sync import run_sync
+    from operators.trustfile_sync import build_job
+
+    report = run_sync(wired, build_job(wired, company), run_id="test")
+    stored = sandbox.state("trustfile")["items"][company]
+    loaded = wired.execute("SELECT count(*) FROM trustfile.transactions WHERE connection_id = %s "
+                           "AND source_system = 'servicetrade'", (company,)).fetchone()[0]
+    assert report.caught_up and report.read > 40 and loaded == report.inserted == len(stored) == report.pushed
+    assert report.quarantined >= 1                    # the sandbox's invoice that is a cent off
+    reasons = [r[0] for r in wired.execute("SELECT message FROM trustfile.bad_items WHERE connection_id = %s "
+                                           "AND stage = 'mapping'", (company,))]
+    assert len(reasons) == report.quarantined and all(r.startswith("unreconciled: ") for r in reasons)
+    assert any(i["refund"] for i in stored) and any(i.get("reviewRequired") for i in stored)
+    assert sandbox.state("servicetrade")["open_sessions"] == 0
+    again = run_sync(wired, build_job(wired, company), run_id="test")
+    assert again.push_selected == 0
+
+
+def test_moving_the_start_date_back_rewinds_the_watermark_to_it(wired, sandbox):
+    wired.execute("UPDATE trustfile.connections SET start_date = '2026-01-06'")
+    wired.commit()
+    later = sync(wired)
+    assert later.inserted == 0 and later.before_start > 0      # the sandbox's documents are dated Jan 5
+    wired.execute("UPDATE trustfile.connections SET start_date = '2026-01-01'")
+    wired.commit()
+    earlier = sync(wired)
+    assert earlier.inserted == DOCUMENTS and earlier.watermark_before == "2026-01-01T00:00:00+00:00"
+    history = wired.execute("SELECT action, reason FROM etl.watermark_history WHERE action = 'reset'").fetchall()
+    assert history == [("reset", "startDate moved back from 2026-01-06 to 2026-01-01")]

@@ -4,6 +4,10 @@
 -- reads through GET /errors. Deleting a connection deletes its rows (a re-created connection
 -- starts over, and re-pushing is harmless: TrustFile upserts by itemId).
 
+-- The start date the connection's watermark began from: when TrustFile moves startDate earlier,
+-- the sync rewinds the watermark to it (the months in between were never read).
+ALTER TABLE trustfile.connections ADD COLUMN synced_from date;
+
 CREATE TABLE trustfile.transactions (
     connection_id       text        NOT NULL REFERENCES trustfile.connections (connection_id) ON DELETE CASCADE,
     item_id             text        NOT NULL,     -- <system>-<entity>-<id>: TrustFile's itemId

@@ -75,6 +75,7 @@ class SyncJob:
     trustfile: TrustFileHook
     push_target: str                  # the company token, or the connection id TrustFile gave us
     fallback_address: Address | None  # the company's address, for documents without a usable one
+    synced_from: dt.date | None = None   # the start date the watermark began from
 
 
 @dataclass
@@ -95,6 +96,8 @@ class SyncReport:
     push_calls: int = 0
     pushed: int = 0
     rejected: int = 0
+    extract_seconds: float = 0.0
+    push_seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -129,8 +132,11 @@ def run_sync(conn: psycopg.Connection, job: SyncJob, *, run_id: str, budget: Bud
     """Incremental: windows from the watermark until caught up or out of budget, then the push."""
     report = SyncReport()
     with watermarks.claimed(conn, PIPELINE, job.connection_id):
+        started = time.monotonic()
         _extract(conn, job, report, run_id, budget, task_id, try_number)
+        report.extract_seconds = round(time.monotonic() - started, 2)
         _push(conn, job, report)
+        report.push_seconds = round(time.monotonic() - started - report.extract_seconds, 2)
     return report
 
 
@@ -165,7 +171,12 @@ def run_backfill(conn: psycopg.Connection, job: SyncJob, *, mode: Literal["reloa
 def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, task_id, try_number) -> None:
     floor = start_of(job.start_date)
     current = watermarks.read(conn, PIPELINE, job.connection_id)
-    conn.commit()
+    with conn.transaction():
+        if current is not None and job.synced_from is not None and job.start_date < job.synced_from:
+            current = watermarks.reset(conn, PIPELINE, job.connection_id, "timestamp", floor, run_id=run_id,
+                                       reason=f"startDate moved back from {job.synced_from} to {job.start_date}")
+        conn.execute("UPDATE trustfile.connections SET synced_from = %s WHERE connection_id = %s "
+                     "AND synced_from IS DISTINCT FROM %s", (job.start_date, job.connection_id, job.start_date))
     report.watermark_before = watermarks.render(current.value) if current else None
     position = current.value if current else floor
     started = time.monotonic()
@@ -259,12 +270,14 @@ def _rows(job: SyncJob, documents: Iterable[Document], counts: ledger.RunCounts,
 
 
 def _record_mapping_rejects(conn: psycopg.Connection, ledger_id: int) -> None:
-    """Documents that did not map are in etl.quarantine; GET /baditems lists them too."""
+    """Documents that did not map are in etl.quarantine; GET /baditems lists them too, once per reason
+    (the overlap re-reads a quarantined document, and every run would list it again)."""
     conn.execute(
         "INSERT INTO trustfile.bad_items (connection_id, item_id, stage, message, friendly_message, payload) "
         "SELECT scope, record_key, 'mapping', reason, "
         "CASE WHEN reason LIKE 'unreconciled:%%' THEN %s ELSE %s END, payload "
-        "FROM etl.quarantine WHERE ledger_id = %s",
+        "FROM etl.quarantine q WHERE ledger_id = %s AND NOT EXISTS (SELECT 1 FROM trustfile.bad_items b "
+        "WHERE b.connection_id = q.scope AND b.item_id = q.record_key AND b.message = q.reason)",
         (FRIENDLY["unreconciled"], FRIENDLY["unreadable"], ledger_id))
 
 
