@@ -43,7 +43,8 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
             "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
             "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
             "extra": {"realm_id": realm, "refresh_token": qbo.INITIAL_REFRESH_TOKENS[realm],
-                      "token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"},
+                      "token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
+                      "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
         },
         "trustfile_default": {
             "conn_type": "trustfile", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trustfile",

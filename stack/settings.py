@@ -73,6 +73,9 @@ def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url
         # The extractor API (mounted in the API server) reads our database and TrustFile's token from here.
         "INTEGRATIONS_DATABASE_URL": integrations_url,
         "AVALARA_TO_EXTRACTOR_TOKEN": os.environ.get("AVALARA_TO_EXTRACTOR_TOKEN") or local.avalara_to_extractor_token,
+        # Where browsers reach the extractor API: Intuit sends the QuickBooks consent back to
+        # <this>/oauth/qbo/callback, which must be a redirect URI of the Intuit app.
+        "EXTRACTOR_PUBLIC_URL": os.environ.get("EXTRACTOR_PUBLIC_URL") or f"http://127.0.0.1:{API_PORT}/extractor",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",

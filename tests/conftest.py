@@ -216,3 +216,84 @@ def sandbox(sandbox_url):
     control.reset()
     yield control
     control.reset()
+
+
+# ---- the extractor API served for real: uvicorn on 127.0.0.1 under /extractor, as the Airflow plugin
+# mounts it, with the vendor connections on the sandbox and a fresh state in our database ----------
+
+EXTRACTOR_TOKEN = "tf-to-extractor-test-token"
+EXTRACTOR_AUTH = {"Authorization": f"Bearer {EXTRACTOR_TOKEN}"}
+
+
+@pytest.fixture
+def auth() -> dict:
+    """The headers TrustFile sends us."""
+    return dict(EXTRACTOR_AUTH)
+
+
+@pytest.fixture
+def clean_db(conn, monkeypatch):
+    """No connections, tokens, watermarks or errors left by another test; a Fernet key of our own."""
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
+    conn.execute("TRUNCATE trustfile.connections, trustfile.errors, etl.oauth_tokens, etl.watermarks CASCADE")
+    conn.execute("UPDATE trustfile.connector SET enabled = true")
+    conn.commit()
+    return conn
+
+
+@pytest.fixture
+def vendor_connections(sandbox, monkeypatch):
+    """qbo_default as the extractor's OAuth client (no company of its own) and trustfile_default, on the sandbox."""
+    from sandbox import qbo as qbo_sandbox
+    from sandbox import trustfile as trustfile_sandbox
+
+    qbo = {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID,
+           "password": qbo_sandbox.CLIENT_SECRET,
+           "extra": {"token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer",
+                     "authorize_url": f"{sandbox.url}/qbo/connect/oauth2"}}
+    trustfile = {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile", "password": trustfile_sandbox.TOKEN,
+                 "extra": {"provisioning_url": f"{sandbox.url}/trustfile"}}
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(qbo))
+    monkeypatch.setenv("AIRFLOW_CONN_TRUSTFILE_DEFAULT", json.dumps(trustfile))
+    return {"qbo_default": qbo, "trustfile_default": trustfile}
+
+
+@pytest.fixture
+def serve(db_url, clean_db):
+    """`serve(**create_app_options) -> base URL` (…/extractor); every server stops after the test."""
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from extractor_api.app import create_app
+
+    servers = []
+
+    def start(**options) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        base = f"http://127.0.0.1:{port}/extractor"
+        options = {"conninfo": db_url, "token": EXTRACTOR_TOKEN, "public_url": base, **options}
+        root = FastAPI()
+        root.mount("/extractor", create_app(**options))
+        server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning",
+                                               lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the extractor API did not start")
+            time.sleep(0.01)
+        servers.append((server, thread))
+        return base
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

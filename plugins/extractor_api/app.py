@@ -3,6 +3,9 @@
 Dates are `yyyy-mm-dd`, timestamps ISO 8601 in UTC (`2015-07-06T22:26:28+00:00`). Bad input gets
 400 with `{"message": ...}`, unknown connections 404, a wrong or missing token 401
 `{"message": "You are not authorized"}`; never a stack trace.
+
+Two routes take no bearer token: `/health`, and the QuickBooks consent callback, which Intuit's
+browser redirect reaches without one and which trusts only its sealed `state` (extractor_api.consent).
 """
 from __future__ import annotations
 
@@ -15,18 +18,29 @@ from collections.abc import Callable
 from typing import Annotated
 
 import psycopg
+from airflow.sdk.exceptions import AirflowNotFoundException
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from etl import db
+from etl.encryption import EncryptionError
 from etl.trustfile import connections as store
+from etl.trustfile import reports
+from extractor_api import consent, health
+from hooks.qbo import QboHook
+from hooks.trustfile import TrustFileHook
+from hooks.vendor_http import VendorApiError
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "AVALARA_TO_EXTRACTOR_TOKEN"
+PUBLIC_URL_ENV = "EXTRACTOR_PUBLIC_URL"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_OAUTH_ERROR = re.compile(r"^[a-z_]{1,40}$")
+_REALM = re.compile(r"^[0-9A-Za-z]{1,40}$")
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 class ApiError(Exception):
@@ -87,13 +101,26 @@ def _describe(connection: store.Connection) -> dict:
 
 
 def create_app(conninfo: str | None = None, token: str | None = None,
-               health_checks: dict[str, Callable[[], tuple[str, str]]] | None = None) -> FastAPI:
+               health_checks: dict[str, health.Check] | None = None, *, public_url: str | None = None,
+               qbo_hook_factory: Callable[..., QboHook] = QboHook,
+               trustfile_hook_factory: Callable[[], TrustFileHook] = TrustFileHook) -> FastAPI:
     """The extractor app. `conninfo`: our database (default: INTEGRATIONS_DATABASE_URL, else the
-    integrations_db connection); `token`: TrustFile's bearer token (default: AVALARA_TO_EXTRACTOR_TOKEN)."""
+    integrations_db connection); `token`: TrustFile's bearer token (default: AVALARA_TO_EXTRACTOR_TOKEN);
+    `public_url`: where browsers reach this app (default: EXTRACTOR_PUBLIC_URL), for the consent
+    callback; the hook factories build the QuickBooks OAuth client (`qbo_default`) and the TrustFile
+    client; `health_checks` replace or add /health checks by type."""
     app = FastAPI(title="TrustFile extractor", openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     database = conninfo or os.environ.get("INTEGRATIONS_DATABASE_URL")
     app.state.database = database
     app.state.token = (token or os.environ.get(TOKEN_ENV) or "").strip()
+    consent.mask(app.state.token)   # TrustFile puts it in the redirectUri it gives us (`?id=<token>`)
+    public = (public_url or os.environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/")
+    callback_url = public + consent.CALLBACK_PATH if public else None
+    checks = health.HealthChecks(
+        {"connector": lambda: health.connector(database),
+         "hostSystem": lambda: health.host_system(database, qbo_hook_factory),
+         "trustfile": lambda: health.trustfile(trustfile_hook_factory), **(health_checks or {})},
+        cached={"hostSystem", "trustfile"})
     auth = [Depends(_authorized)]
 
     @app.exception_handler(ApiError)
@@ -119,15 +146,8 @@ def create_app(conninfo: str | None = None, token: str | None = None,
         return JSONResponse({"message": "internal error; the extractor's log has the details"}, status_code=500)
 
     @app.get("/health")
-    def health():
-        statuses = []
-        for kind, check in {"connector": lambda: _database_status(database), **(health_checks or {})}.items():
-            try:
-                status, description = check()
-            except Exception as exc:  # a health check reports, it does not fail
-                status, description = "FAIL", type(exc).__name__
-            statuses.append({"type": kind, "status": status, "description": description})
-        return {"statuses": statuses}
+    def get_health():
+        return {"statuses": checks.statuses()}
 
     @app.get("/connections", dependencies=auth)
     def list_connections(conn: Conn, enabled: str | None = None):
@@ -186,6 +206,95 @@ def create_app(conninfo: str | None = None, token: str | None = None,
         return {"activities": [{"timestamp": timestamp(at), "action": action}
                                for at, action in store.activities(conn, connection_id, days, limit)]}
 
+    @app.get("/connections/{connection_id}/authentication", dependencies=auth)
+    def start_consent(connection_id: str, conn: Conn, redirectUri: str | None = None):  # noqa: N803
+        """302 to the host system's consent page; Intuit comes back to the callback below."""
+        try:
+            target = consent.redirect_target(redirectUri)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        connection = existing(conn, connection_id)
+        if connection.host_system != "qbo":
+            raise ApiError(400, f"connection {connection_id} reads {connection.host_system}, which has no OAuth "
+                                "consent: its credentials are set by the integrations team")
+        client = qbo_hook_factory()
+        try:
+            url = client.authorization_url(consent.seal_state(connection_id, target), callback())
+        except (ValueError, AirflowNotFoundException) as exc:
+            log.error("consent for connection %s: the QuickBooks OAuth client is unusable: %s", connection_id, exc)
+            raise ApiError(500, f"the QuickBooks OAuth client (Airflow connection {client.conn_id}) is not "
+                                "configured") from None
+        except EncryptionError as exc:
+            raise ApiError(500, str(exc)) from None
+        return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+    @app.get(consent.CALLBACK_PATH)
+    def finish_consent(conn: Conn, state: str | None = None, code: str | None = None,
+                       realmId: str | None = None, error: str | None = None):  # noqa: N803
+        """Intuit's redirect: check state, exchange the code, store the company, send the browser back."""
+        consent.mask(code)
+        sealed = consent.open_state(state)
+        if sealed is None:
+            log.warning("QuickBooks consent callback with a missing, forged or expired state: nothing done")
+            raise ApiError(400, "This authorization link is invalid or has expired: start the authorization "
+                                "again from TrustFile.")
+        connection_id, back = sealed["connection_id"], sealed["redirect_uri"]
+        if store.get(conn, connection_id) is None:
+            return _redirect(back, error="unknown_connection")
+        if error or not code:
+            kind = error if error and _OAUTH_ERROR.match(error) else "invalid_request"
+            return refused(conn, connection_id, back, kind, "denied" if kind == "access_denied" else f"failed ({kind})")
+        if not realmId or not _REALM.match(realmId):
+            return refused(conn, connection_id, back, "invalid_request", "failed: Intuit sent no company id")
+        client = qbo_hook_factory()
+        try:
+            grant = client.exchange_code(code, callback())
+        except VendorApiError as exc:
+            log.warning("consent for connection %s: %s", connection_id, exc)
+            if "invalid_grant" in exc.detail:
+                return refused(conn, connection_id, back, "invalid_grant",
+                               "failed: Intuit refused the code (invalid_grant)")
+            return refused(conn, connection_id, back, "server_error",
+                           f"failed: the code exchange with Intuit failed ({health.reason(exc)})")
+        except (ValueError, AirflowNotFoundException) as exc:
+            log.error("consent for connection %s: the QuickBooks OAuth client is unusable: %s", connection_id, exc)
+            return refused(conn, connection_id, back, "server_error",
+                           f"failed: the QuickBooks OAuth client ({client.conn_id}) is not configured")
+        linked = store.authorize_qbo(conn, connection_id, realmId, grant.refresh_token)
+        if linked is not None:
+            log.warning("consent for connection %s: QuickBooks company %s is already linked to connection %s",
+                        connection_id, realmId, linked)
+            return _redirect(back, error="company_already_linked")
+        log.info("connection %s authorized QuickBooks company %s", connection_id, realmId)
+        return _redirect(back, success="true")
+
+    def callback() -> str:
+        if callback_url is None:
+            raise ApiError(500, f"{PUBLIC_URL_ENV} is not set: the consent has no callback address")
+        return callback_url
+
+    def refused(conn, connection_id: str, back: str, kind: str, outcome: str) -> RedirectResponse:
+        """A consent that ended without tokens: on the connection (activity, status), then back to TrustFile."""
+        log.info("connection %s: QuickBooks authorization %s", connection_id, outcome)
+        store.record_consent_failure(conn, connection_id, f"QuickBooks authorization {outcome}",
+                                     f"QuickBooks authorization {outcome}; authorize again from TrustFile")
+        return _redirect(back, error=kind)
+
+    @app.get("/errors", dependencies=auth)
+    def get_errors(conn: Conn, date: str | None = None):
+        found: dict[str, list[dict]] = {kind.lower(): [] for kind in reports.ERROR_TYPES}
+        for entry in reports.errors_on(conn, _day(date)):
+            found[entry.type.lower()].append({"type": entry.type, "timestamp": timestamp(entry.at),
+                                              "connectionId": entry.connection_id, "message": entry.message})
+        return {"errors": found}
+
+    @app.get("/baditems", dependencies=auth)
+    def get_bad_items(conn: Conn, date: str | None = None):
+        return {"errors": [{"timestamp": timestamp(item.at), "message": item.message,
+                            "connectionId": item.connection_id, "badItems": [item.payload],
+                            "friendlyMessage": item.friendly_message}
+                           for item in reports.bad_items_on(conn, _day(date))]}
+
     @app.get("/connector", dependencies=auth)
     def get_connector(conn: Conn):
         enabled, users = store.connector(conn)
@@ -200,8 +309,24 @@ def create_app(conninfo: str | None = None, token: str | None = None,
     return app
 
 
+def _day(value: str | None) -> dt.date:
+    if not value:
+        raise ApiError(400, "Missing date")
+    try:
+        return _date(value, "date")
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _redirect(url: str, **params: str) -> RedirectResponse:
+    return RedirectResponse(consent.with_params(url, **params), status_code=302, headers=NO_STORE)
+
+
 def _connection(request: Request):
-    with db.connect(request.app.state.database) as conn:
+    # Autocommit: each store write commits at the end of its own transaction block, before the response
+    # leaves. Otherwise a read first opens a transaction, the block becomes a savepoint, and the commit
+    # waits for this teardown, which FastAPI runs after the response is sent (the caller could read stale).
+    with db.connect(request.app.state.database, autocommit=True) as conn:
         yield conn
 
 
@@ -222,8 +347,3 @@ def _digest(value: str) -> bytes:
 
     return hashlib.sha256(value.encode()).digest()
 
-
-def _database_status(conninfo: str | None) -> tuple[str, str]:
-    with db.connect(conninfo) as conn:
-        conn.execute("SELECT 1 FROM trustfile.connector")
-    return "OK", "NOMINAL"

@@ -18,6 +18,8 @@ PROTECTED = [
     ("PUT", "/connections/c1", {"enabled": True}), ("DELETE", "/connections/c1", None),
     ("GET", "/connections/c1/activities", None), ("GET", "/connector", None),
     ("PUT", "/connector", {"enabled": True}),
+    ("GET", "/connections/c1/authentication?redirectUri=https%3A%2F%2Fapp.trustfile.avalara.com%2Fok", None),
+    ("GET", "/errors?date=2026-03-02", None), ("GET", "/baditems?date=2026-03-02", None),
 ]
 
 
@@ -40,10 +42,22 @@ def test_every_protected_route_needs_the_token(client, method, path, body, heade
         assert response.json() == {"message": "You are not authorized"}
 
 
-def test_health_needs_no_token_and_checks_the_database(client):
+def test_health_needs_no_token_and_reports_each_system(client, monkeypatch):
+    for conn_id in ("QBO_DEFAULT", "TRUSTFILE_DEFAULT"):
+        monkeypatch.delenv(f"AIRFLOW_CONN_{conn_id}", raising=False)
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"statuses": [{"type": "connector", "status": "OK", "description": "NOMINAL"}]}
+    assert response.json() == {"statuses": [
+        {"type": "connector", "status": "OK", "description": "NOMINAL"},
+        {"type": "hostSystem", "status": "FAIL", "description": "connection not defined"},
+        {"type": "trustfile", "status": "FAIL", "description": "connection not defined"}]}
+
+
+def test_the_consent_callback_needs_no_token_but_a_sealed_state(client):
+    response = client.get("/oauth/qbo/callback?code=abc&realmId=1", follow_redirects=False)
+    assert response.status_code == 400
+    assert response.json() == {"message": "This authorization link is invalid or has expired: start the "
+                                          "authorization again from TrustFile."}
 
 
 def test_connection_lifecycle_in_the_contracts_formats(client):

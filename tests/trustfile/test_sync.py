@@ -225,3 +225,16 @@ def test_moving_the_start_date_back_rewinds_the_watermark_to_it(wired, sandbox):
     assert earlier.inserted == DOCUMENTS and earlier.watermark_before == "2026-01-01T00:00:00+00:00"
     history = wired.execute("SELECT action, reason FROM etl.watermark_history WHERE action = 'reset'").fetchall()
     assert history == [("reset", "startDate moved back from 2026-01-06 to 2026-01-01")]
+
+
+def test_a_deleted_and_recreated_connection_syncs_from_its_start_date_again(wired, sandbox):
+    from etl.trustfile import connections
+
+    sync(wired)
+    credentials = wired.execute("SELECT host_credentials FROM trustfile.connections").fetchone()[0]
+    assert connections.delete(wired, COMPANY)
+    assert wired.execute("SELECT count(*) FROM trustfile.transactions").fetchone()[0] == 0
+    wired.execute("INSERT INTO trustfile.connections (connection_id, enabled, start_date, host_identifier, "
+                  "host_credentials) VALUES (%s, true, '2026-01-01', %s, %s)", (COMPANY, REALM, credentials))
+    wired.commit()
+    assert sync(wired).inserted == DOCUMENTS

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import psycopg
+
+from etl.trustfile.sync import PIPELINE
+
+from etl.encryption import decrypt, encrypt
 
 FIELDS = ("connection_id", "enabled", "start_date", "host_system", "host_identifier", "host_credentials",
           "status_changed_at", "last_sync_at", "next_sync_at", "status_message")
@@ -80,7 +85,10 @@ def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None
 
 
 def delete(conn: psycopg.Connection, connection_id: str) -> bool:
+    """The connection, its transactions and ledgers (cascade) and its sync watermark: a connection
+    created again under the same id syncs from its start date, not from where this one stopped."""
     with conn.transaction():
+        conn.execute("DELETE FROM etl.watermarks WHERE pipeline = %s AND scope = %s", (PIPELINE, connection_id))
         return conn.execute("DELETE FROM trustfile.connections WHERE connection_id = %s",
                             (connection_id,)).rowcount == 1
 
@@ -106,6 +114,62 @@ def set_connector(conn: psycopg.Connection, enabled: bool) -> None:
     with conn.transaction():
         conn.execute("UPDATE trustfile.connector SET enabled = %s, changed_at = now()", (enabled,))
 
+
+
+# ---- host-system consent (the extractor API's OAuth callback) -------------------------------------
+
+def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, refresh_token: str) -> str | None:
+    """Link the connection to its QuickBooks company and keep the consent's refresh token, encrypted.
+
+    The token seeds etl.oauth_tokens when the sync first builds a QboHook from it; a later consent's
+    token has another fingerprint and replaces the stored one. Returns None, or (changing nothing) the
+    connection already linked to that company: two connections on one company would file its sales
+    twice, and their two refresh tokens would keep replacing each other in the shared token row.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trustfile qbo realm {realm_id}",))
+        other = conn.execute(
+            "SELECT connection_id FROM trustfile.connections WHERE host_system = 'qbo' AND host_identifier = %s "
+            "AND host_credentials IS NOT NULL AND connection_id <> %s", (realm_id, connection_id)).fetchone()
+        if other:
+            message = f"QuickBooks company {realm_id} is already linked to connection {other[0]}"
+            _consent_outcome(conn, connection_id, f"QuickBooks authorization refused: {message}", message)
+            return other[0]
+        credentials = encrypt(json.dumps({"realm_id": realm_id, "refresh_token": refresh_token}))
+        conn.execute(
+            "UPDATE trustfile.connections SET host_identifier = %s, host_credentials = %s WHERE connection_id = %s",
+            (realm_id, credentials, connection_id))
+        _consent_outcome(conn, connection_id, f"Authorized QuickBooks company {realm_id}",
+                         f"authorized QuickBooks company {realm_id}")
+    return None
+
+
+def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
+    """A consent that ended without tokens: say so on the connection; its credentials, if any, stay."""
+    with conn.transaction():
+        _consent_outcome(conn, connection_id, action, status_message)
+
+
+def _consent_outcome(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
+    conn.execute("UPDATE trustfile.connections SET status_message = %s, status_changed_at = now() "
+                 "WHERE connection_id = %s", (status_message[:1000], connection_id))
+    record_activity(conn, connection_id, action)
+
+
+def host_credentials(conn: psycopg.Connection, connection_id: str) -> dict | None:
+    """The credentials the consent stored (QBO: realm_id, refresh_token), decrypted; None when not authorized."""
+    row = conn.execute("SELECT host_credentials FROM trustfile.connections WHERE connection_id = %s",
+                       (connection_id,)).fetchone()
+    return json.loads(decrypt(row[0])) if row and row[0] is not None else None
+
+
+def latest_authorized(conn: psycopg.Connection, host_system: str) -> str | None:
+    """The enabled, authorized connection of a host system whose status changed last (health's probe)."""
+    row = conn.execute(
+        "SELECT connection_id FROM trustfile.connections WHERE host_system = %s AND enabled "
+        "AND host_credentials IS NOT NULL ORDER BY status_changed_at DESC, connection_id LIMIT 1",
+        (host_system,)).fetchone()
+    return row[0] if row else None
 
 # ---- provisioning (the trustfile_provision DAG) ---------------------------------------------------
 
