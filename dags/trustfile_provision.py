@@ -37,7 +37,12 @@ its status message (`GET /extractor/connections/{id}`); see `docs/integrations/t
         "state": Param(None, type=["null", "string"], description="Two-letter state code."),
         "zip": Param(None, type=["null", "string"]),
         "phone": Param(None, type=["null", "string"]),
-        "host_system": Param("qbo", type="string", enum=["qbo", "servicetrade"]),
+        "host_system": Param("qbo", type="string", enum=["qbo", "servicetrade"],
+                             description="qbo: the company authorizes QuickBooks from TrustFile afterwards. "
+                                         "servicetrade: its login is the Airflow connection below."),
+        "host_connection_id": Param(None, type=["null", "string"],
+                                    description="ServiceTrade only: the Airflow connection (type servicetrade) "
+                                                "holding the company's ServiceTrade login; default servicetrade_default."),
     },
 )
 def trustfile_provision():

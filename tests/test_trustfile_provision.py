@@ -72,3 +72,16 @@ def test_an_answer_lost_after_the_account_was_made_is_never_signed_up_again(prov
     with pytest.raises(ProvisioningError, match="do not sign up again"):
         sign_up(connection_id, params)
     assert signups(sandbox) == 1 and state(provisioning, "lost@acme.example")[3] == "signup_failed"
+
+
+def test_a_servicetrade_company_is_authorized_by_naming_its_airflow_connection(provisioning):
+    from etl.encryption import decrypt
+    from operators.trustfile_provisioning import register
+
+    connection_id = register({"email": "field@service.example", "company_name": "Field Co",
+                              "host_system": "servicetrade", "host_connection_id": "servicetrade_field_co"})
+    system, identifier, sealed = provisioning.execute(
+        "SELECT host_system, host_identifier, host_credentials FROM trustfile.connections WHERE connection_id = %s",
+        (connection_id,)).fetchone()
+    assert (system, identifier) == ("servicetrade", "servicetrade_field_co")
+    assert json.loads(decrypt(sealed)) == {"airflow_conn_id": "servicetrade_field_co"}

@@ -4,7 +4,11 @@ Connection `qbo_default` (type `qbo`; one per company):
   host      API base URL, https://quickbooks.api.intuit.com (sandbox: https://sandbox-quickbooks.api.intuit.com)
   login     OAuth client id          password  OAuth client secret
   extra     {"realm_id": "...", "refresh_token": "<initial, from the consent>",
-             "token_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "minorversion": 75}
+             "token_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "minorversion": 75,
+             "authorize_url": "https://appcenter.intuit.com/connect/oauth2"}
+
+The TrustFile extractor uses this connection as its OAuth app only: each company's realm and
+refresh token come from its consent (trustfile.connections) through `realm_id=`/`refresh_token=`.
 
 Tokens live in etl.oauth_tokens (encrypted), shared by every worker: the refresh token rotates on
 each refresh and only the newest works, so refreshing happens under that row's lock and the new
@@ -98,8 +102,10 @@ class QboHook(VendorHttpHook):
                                  hint="the token endpoint did not answer; the task retries") from None
         if response.status_code != 200:
             body = response.text
-            hint = ("the refresh token was revoked, expired or lost: re-authorize the company and put the new "
-                    f"refresh token in connection {self.conn_id!r} (extra refresh_token)"
+            reauthorize = ("the company authorizes again from TrustFile (the extractor's consent flow)"
+                           if self._seed_refresh_token else
+                           f"put the new refresh token in connection {self.conn_id!r} (extra refresh_token)")
+            hint = (f"the refresh token was revoked, expired or lost: {reauthorize}"
                     if "invalid_grant" in body else f"check the client id/secret of connection {self.conn_id!r}")
             raise VendorApiError(self.vendor, "POST", url, response.status_code, body, hint=hint)
         try:

@@ -33,7 +33,8 @@ def register(params: dict) -> str:
     connection_id = str(uuid.uuid5(NAMESPACE, email.lower()))
     with db.connect() as conn:
         connection_id, state = connections.register_signup(conn, connection_id, email, company,
-                                                           params.get("host_system") or "qbo")
+                                                           params.get("host_system") or "qbo",
+                                                           params.get("host_connection_id"))
     log.info("connection %s for %s is %s", connection_id, email, state)
     return connection_id
 

@@ -24,6 +24,8 @@ CONNECTION_TYPES = [
             "token_url": {"label": "Token URL", "schema": {
                 "type": ["string", "null"], "default": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"}},
             "minorversion": {"label": "API minor version", "schema": {"type": ["integer", "null"], "default": 75}},
+            "authorize_url": {"label": "Authorize (consent) URL", "schema": {
+                "type": ["string", "null"], "default": "https://appcenter.intuit.com/connect/oauth2"}},
         },
     },
     {

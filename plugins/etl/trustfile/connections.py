@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from etl.trustfile.sync import PIPELINE
-
 from etl.encryption import decrypt, encrypt
+from etl.trustfile.sync import PIPELINE
 
 FIELDS = ("connection_id", "enabled", "start_date", "host_system", "host_identifier", "host_credentials",
           "status_changed_at", "last_sync_at", "next_sync_at", "status_message")
@@ -174,12 +173,18 @@ def latest_authorized(conn: psycopg.Connection, host_system: str) -> str | None:
 # ---- provisioning (the trustfile_provision DAG) ---------------------------------------------------
 
 def register_signup(conn: psycopg.Connection, connection_id: str, email: str, company_name: str,
-                    host_system: str) -> tuple[str, str]:
+                    host_system: str, host_connection_id: str | None = None) -> tuple[str, str]:
     """Create (or find again) the disabled, start-date-less connection a signup is for.
 
     Keyed by the email, so a retried or re-triggered run finds its row instead of making another.
+    A ServiceTrade company has no OAuth consent: its credentials are an Airflow connection (login
+    and password, encrypted by Airflow), named here and kept as the connection's host credentials.
     Returns (connection_id, provisioning_state).
     """
+    credentials = identifier = None
+    if host_system == "servicetrade":
+        identifier = host_connection_id or "servicetrade_default"
+        credentials = encrypt(json.dumps({"airflow_conn_id": identifier}))
     with conn.transaction():
         row = conn.execute(
             "SELECT connection_id, provisioning_state FROM trustfile.connections WHERE lower(signup_email) = lower(%s)",
@@ -187,9 +192,10 @@ def register_signup(conn: psycopg.Connection, connection_id: str, email: str, co
         if row:
             return row[0], row[1]
         conn.execute(
-            "INSERT INTO trustfile.connections (connection_id, host_system, signup_email, company_name, "
-            "provisioning_state, status_message) VALUES (%s, %s, %s, %s, 'signing_up', 'signing up to TrustFile')",
-            (connection_id, host_system, email, company_name))
+            "INSERT INTO trustfile.connections (connection_id, host_system, host_identifier, host_credentials, "
+            "signup_email, company_name, provisioning_state, status_message) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'signing_up', 'signing up to TrustFile')",
+            (connection_id, host_system, identifier, credentials, email, company_name))
         record_activity(conn, connection_id, f"Signing up {company_name} to TrustFile")
     return connection_id, "signing_up"
 
