@@ -102,9 +102,10 @@ class QboHook(VendorHttpHook):
                                  hint="the token endpoint did not answer; the task retries") from None
         if response.status_code != 200:
             body = response.text
-            reauthorize = ("the company authorizes again from TrustFile (the extractor's consent flow)"
+            reauthorize = ("re-authorize the company from TrustFile (the extractor's consent flow)"
                            if self._seed_refresh_token else
-                           f"put the new refresh token in connection {self.conn_id!r} (extra refresh_token)")
+                           f"re-authorize the company and put the new refresh token in connection {self.conn_id!r} "
+                           "(extra refresh_token)")
             hint = (f"the refresh token was revoked, expired or lost: {reauthorize}"
                     if "invalid_grant" in body else f"check the client id/secret of connection {self.conn_id!r}")
             raise VendorApiError(self.vendor, "POST", url, response.status_code, body, hint=hint)
