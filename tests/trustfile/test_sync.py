@@ -238,3 +238,37 @@ def test_a_deleted_and_recreated_connection_syncs_from_its_start_date_again(wire
                   "host_credentials) VALUES (%s, true, '2026-01-01', %s, %s)", (COMPANY, REALM, credentials))
     wired.commit()
     assert sync(wired).inserted == DOCUMENTS
+
+
+def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it(wired, sandbox, db_url):
+    from etl import watermarks
+    from etl.db import connect
+    from etl.trustfile.sync import PIPELINE, SyncJob
+
+    class FailsInThirdWindow:
+        """The real QBO host, until its third window: then the host system goes away."""
+
+        def __init__(self, host):
+            self.host, self.windows = host, 0
+            self.name, self.overlap, self.identifier = host.name, host.overlap, host.identifier
+
+        def documents(self, since, until):
+            self.windows += 1
+            if self.windows == 3:
+                raise ConnectionError("QuickBooks went away")
+            return self.host.documents(since, until)
+
+        def to_transaction(self, document, *, fallback_address):
+            return self.host.to_transaction(document, fallback_address=fallback_address)
+
+    real = job(wired)
+    failing = SyncJob(**{**real.__dict__, "host": FailsInThirdWindow(real.host)})
+    from etl.trustfile.sync import Budget, run_sync
+
+    with pytest.raises(ConnectionError):
+        run_sync(wired, failing, run_id="window-failure", budget=Budget(window=dt.timedelta(days=2)))
+    with connect(db_url) as other:
+        assert watermarks.read(other, PIPELINE, COMPANY).value == dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+        ledger = other.execute("SELECT status FROM etl.run_ledger WHERE run_id = 'window-failure' ORDER BY id"
+                               ).fetchall()
+    assert [s for (s,) in ledger] == ["success", "success", "failed"]

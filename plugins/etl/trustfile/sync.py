@@ -171,6 +171,7 @@ def run_backfill(conn: psycopg.Connection, job: SyncJob, *, mode: Literal["reloa
 def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, task_id, try_number) -> None:
     floor = start_of(job.start_date)
     current = watermarks.read(conn, PIPELINE, job.connection_id)
+    conn.commit()   # each window below must be its own transaction, committed when it ends
     with conn.transaction():
         if current is not None and job.synced_from is not None and job.start_date < job.synced_from:
             current = watermarks.reset(conn, PIPELINE, job.connection_id, "timestamp", floor, run_id=run_id,
@@ -204,6 +205,8 @@ def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, tas
 
 def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, until: dt.datetime, *, run_id: str,
                  mode: str, advance: bool, task_id, try_number) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("a window is loaded in a transaction of its own: the connection is inside one already")
     info = ledger.RunInfo(pipeline=PIPELINE, scope=job.connection_id, run_id=run_id, mode=mode, task_id=task_id,
                           try_number=try_number, window_start=watermarks.render(since),
                           window_end=watermarks.render(until), watermark_before=report.watermark_before)
