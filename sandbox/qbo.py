@@ -343,7 +343,7 @@ class QboSandbox:
                 changed = ordered[bisect.bisect_left(keys, (since, -1)):]
                 gone = [r for r in self._deleted.get((realm, entity), [])
                         if dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"]) >= since]
-                rows = [*changed, *gone][:budget]
+                rows = sorted([*changed, *gone], key=lambda r: r["MetaData"]["LastUpdatedTime"])[:budget]
                 budget -= len(rows)
                 if rows:
                     responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows)})

@@ -236,6 +236,9 @@ class QboHook(VendorHttpHook):
             query = f"SELECT * FROM {entity} WHERE {where} ORDERBY MetaData.LastUpdatedTime"
             payload = self.api("POST", "query", data=f"{query} STARTPOSITION {offset} MAXRESULTS {PAGE_SIZE}",
                                headers={"Content-Type": "application/text"}, idempotent=True)
+            if "QueryResponse" not in payload:   # an empty page still has one: this would read as "no changes"
+                raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
+                                     hint="unexpected response shape; nothing was loaded")
             rows = (payload.get("QueryResponse") or {}).get(entity, [])
             for row in rows:
                 stamp = dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
@@ -259,6 +262,9 @@ class QboHook(VendorHttpHook):
         """
         payload = self.api("GET", "cdc", params={"entities": ",".join(entities),
                                                  "changedSince": qbo_timestamp(changed_since)})
+        if "CDCResponse" not in payload:
+            raise VendorApiError(self.vendor, "GET", "cdc", 200, f"no CDCResponse in {sorted(payload)}",
+                                 hint="unexpected response shape: deletions would go unnoticed")
         changes: dict[str, list[dict]] = {entity: [] for entity in entities}
         for response in payload.get("CDCResponse", []):
             for block in response.get("QueryResponse", []):

@@ -100,8 +100,8 @@ def _summary(report: SyncReport) -> str:
     text = (f"{state}: {report.read} documents read, {report.inserted} new, {report.updated} changed, "
             f"{report.pushed} items pushed, {report.rejected} refused by TrustFile, "
             f"{report.quarantined} quarantined")
-    if report.cdc_capped:
-        text += f"; deletions of {', '.join(report.cdc_capped)} may be missing (QBO CDC cap): run a reload backfill"
+    if report.warnings:
+        text += "; unverified: " + "; ".join(report.warnings) + " (compare totals with the host system)"
     return text
 
 

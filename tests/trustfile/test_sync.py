@@ -272,3 +272,19 @@ def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it
         ledger = other.execute("SELECT status FROM etl.run_ledger WHERE run_id = 'window-failure' ORDER BY id"
                                ).fetchall()
     assert [s for (s,) in ledger] == ["success", "success", "failed"]
+
+
+def test_a_deletion_is_found_even_when_the_window_reaches_past_the_change_feed(wired, sandbox):
+    from etl import watermarks
+    from etl.trustfile.sync import PIPELINE
+
+    sync(wired)
+    with wired.transaction():
+        watermarks.reset(wired, PIPELINE, COMPANY, "timestamp",
+                         dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40), run_id="test", reason="lagging")
+    sandbox.control("qbo", delete=[{"realm": REALM, "entity": "CreditMemo", "id": "221"}])
+    time.sleep(1.1)
+    report = sync(wired, window=dt.timedelta(days=60))
+    assert report.deleted == 1 and report.windows == 1
+    assert any("beyond QuickBooks' 30-day change feed" in w for w in report.warnings)
+    assert stored_items(sandbox)["qbo-CreditMemo-221"]["salesAmount"] == 0

@@ -91,7 +91,7 @@ class SyncReport:
     watermark_before: str | None = None
     watermark_after: str | None = None
     caught_up: bool = False
-    cdc_capped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # what the host could not verify (e.g. old deletions)
     push_selected: int = 0
     push_calls: int = 0
     pushed: int = 0
@@ -241,7 +241,7 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
     report.updated += counts.updated
     report.unchanged += counts.unchanged
     report.quarantined += counts.quarantined
-    report.cdc_capped = sorted(set(report.cdc_capped) | set(getattr(job.host, "cdc_capped", [])))
+    report.warnings += [w for w in getattr(job.host, "warnings", []) if w not in report.warnings]
     log.info("%s %s: window done: %s", mode, job.connection_id, counts.as_dict())
 
 

@@ -2,9 +2,11 @@
 
 Changes are read with keyset paging on `MetaData.LastUpdatedTime` (QboHook.changed_since), one
 entity after another. Deleted documents are not queryable; only CDC reports them, and only for the
-last 30 days, so deletions are asked of CDC when the window lies within that reach (a document
-deleted before we ever loaded it needs nothing from us). CDC answers at most 1000 objects: per
-entity, so a busy company rarely hits the cap, and when it does the sync is told (`cdc_capped`).
+last 30 days: every window that ends within that reach asks CDC for the part it reaches (a document
+deleted before we ever loaded it needs nothing from us). What CDC cannot answer is said, not
+skipped: a window reaching further back than 30 days, or an entity whose CDC answer hit its
+1000-object cap (asked per entity, so a busy company rarely does), leaves a line in `warnings`
+that ends up in the connection's status message.
 """
 from __future__ import annotations
 
@@ -34,25 +36,31 @@ class QboHost:
 
     def __init__(self, hook: QboHook) -> None:
         self.hook = hook
-        self.cdc_capped: list[str] = []   # entities whose deletions in the last window may be incomplete
+        self.warnings: list[str] = []     # what the last window could not verify
 
     @property
     def identifier(self) -> str:
         return self.hook.realm_id
 
     def documents(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
+        self.warnings = []
         for entity in ENTITIES:
             for record in self.hook.changed_since(entity, since, until):
                 yield Document(entity, str(record["Id"]), _updated(record), record)
-        if dt.datetime.now(dt.timezone.utc) - since <= CDC_REACH:
-            yield from self._deletions(since, until)
+        reach = dt.datetime.now(dt.timezone.utc) - CDC_REACH
+        if until <= reach:
+            return
+        if since < reach:
+            self.warnings.append(f"deletions before {reach.date().isoformat()} are beyond QuickBooks' 30-day change "
+                                 "feed and were not checked")
+        yield from self._deletions(max(since, reach), until)
 
     def _deletions(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
-        self.cdc_capped = []
         for entity in ENTITIES:
             answer = self.hook.cdc([entity], since)
             if answer.capped:
-                self.cdc_capped.append(entity)
+                self.warnings.append(f"{entity} deletions since {since.isoformat(timespec='seconds')} may be "
+                                     "missing (QuickBooks' change feed answered its 1000-object maximum)")
                 log.warning("QBO CDC for %s since %s hit its 1000-object cap: deletions may be missing",
                             entity, since.isoformat())
             for record in answer.changes.get(entity, []):
