@@ -260,11 +260,11 @@ def create_app(conninfo: str | None = None, token: str | None = None,
             log.error("consent for connection %s: the QuickBooks OAuth client is unusable: %s", connection_id, exc)
             return refused(conn, connection_id, back, "server_error",
                            f"failed: the QuickBooks OAuth client ({client.conn_id}) is not configured")
-        linked = store.authorize_qbo(conn, connection_id, realmId, grant.refresh_token)
-        if linked is not None:
-            log.warning("consent for connection %s: QuickBooks company %s is already linked to connection %s",
-                        connection_id, realmId, linked)
-            return _redirect(back, error="company_already_linked")
+        try:
+            store.authorize_qbo(conn, connection_id, realmId, grant.refresh_token)
+        except store.ConsentRefused as refusal:
+            log.warning("consent for connection %s refused: %s", connection_id, refusal)
+            return _redirect(back, error=refusal.kind)
         log.info("connection %s authorized QuickBooks company %s", connection_id, realmId)
         return _redirect(back, success="true")
 

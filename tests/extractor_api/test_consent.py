@@ -259,3 +259,19 @@ def test_the_hook_builds_intuits_consent_url_and_explains_a_refused_code(vendor_
     assert refused.value.status == 400 and "invalid_grant" in str(refused.value)
     assert "run the consent again" in str(refused.value) and "AB11never-issued-code" not in str(refused.value)
     assert len([r for r in sandbox.requests("qbo") if r["path"].endswith("/tokens/bearer")]) == 1   # not retried
+
+
+def test_a_connection_holding_one_company_s_transactions_cannot_switch_to_another(api, auth, sandbox, conn):
+    finish(consent_page(api, auth, "c1"))
+    conn.execute(
+        "INSERT INTO trustfile.transactions (connection_id, item_id, source_system, source_company, source_entity, "
+        "source_id, kind, status, transaction_date, source_updated_at, sales_amount, sales_tax, shipping_amount, "
+        "shipping_tax, source_total, currency, review_required, lines, item, content_hash) VALUES ('c1', "
+        "'qbo-Invoice-1', 'qbo', %s, 'Invoice', '1', 'sale', 'active', '2026-01-05', now(), 10, 0, 0, 0, 10, 'USD', "
+        "false, '[]', '{}', 'h')", (REALM,))
+    conn.commit()
+    sandbox.control("qbo", consent_realm=OTHER_REALM)
+    assert finish(consent_page(api, auth, "c1")) == f"{TF_SUCCESS}&error=company_changed"
+    assert connection(api, auth, "c1")["hostSystemIdentifier"] == f"qbo {REALM}"
+    assert "delete the connection and create it again" in connection(api, auth, "c1")["statusMessage"]
+    assert finish(consent_page(api, auth, "c2")).endswith("success=true")    # the other company, elsewhere: fine
