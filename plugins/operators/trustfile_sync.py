@@ -16,7 +16,7 @@ from etl import db, watermarks
 from etl.encryption import decrypt
 from etl.trustfile import status
 from etl.trustfile.model import Address
-from etl.trustfile.sync import Budget, SyncJob, SyncReport, run_backfill, run_sync
+from etl.trustfile.sync import Budget, ConnectionGone, SyncJob, SyncReport, run_backfill, run_sync
 from hooks.trustfile import TrustFileHook
 from hooks.vendor_http import VendorApiError, register_secret
 
@@ -53,7 +53,7 @@ def build_job(conn, connection_id: str) -> SyncJob:
         "FROM trustfile.connections WHERE connection_id = %s", (connection_id,)).fetchone()
     conn.commit()
     if row is None:
-        raise SyncSetupError(f"connection {connection_id} no longer exists (deleted through the API)")
+        raise ConnectionGone(f"connection {connection_id} no longer exists (deleted through the API)")
     start_date, host_system, host_identifier, sealed_credentials, sealed_token, synced_from = row
     if start_date is None or sealed_credentials is None:
         raise SyncSetupError(f"connection {connection_id} has no start date or no host authorization yet")
@@ -106,11 +106,15 @@ def _summary(report: SyncReport) -> str:
 
 
 def _run(connection_id: str, context, work) -> dict:
+    from airflow.sdk.exceptions import AirflowSkipException
+
     ti = context["ti"]
     with db.connect() as conn:
         try:
             job = build_job(conn, connection_id)
             report = work(conn, job, run_id=context["run_id"], task_id=ti.task_id, try_number=ti.try_number)
+        except ConnectionGone as gone:
+            raise AirflowSkipException(str(gone)) from None
         except BaseException as exc:
             status.record_failure(conn, connection_id, error_type(exc), f"{type(exc).__name__}: {exc}",
                                   next_sync_at())

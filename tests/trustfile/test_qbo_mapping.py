@@ -179,3 +179,11 @@ def test_mapped_documents_are_accepted_by_trustfile(sandbox, monkeypatch):
     flagged = TrustFileHook().get_item(tf_sandbox.SEEDED_CONNECTIONS[0], next(i["itemId"] for i in items
                                                                               if i.get("reviewRequired")))
     assert flagged[0]["reviewMessage"]
+
+
+@pytest.mark.parametrize("bad", ["", "abc", {}, [], True, "NaN", float("inf")])
+def test_an_amount_that_is_not_one_is_a_value_error(bad):
+    from etl.trustfile.model import money
+
+    with pytest.raises(ValueError, match="is not an amount"):
+        money(bad)

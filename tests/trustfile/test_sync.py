@@ -288,3 +288,29 @@ def test_a_deletion_is_found_even_when_the_window_reaches_past_the_change_feed(w
     assert report.deleted == 1 and report.windows == 1
     assert any("beyond QuickBooks' 30-day change feed" in w for w in report.warnings)
     assert stored_items(sandbox)["qbo-CreditMemo-221"]["salesAmount"] == 0
+
+
+def test_a_malformed_document_is_quarantined_and_holds_back_nothing(wired, sandbox):
+    sync(wired)
+    sandbox.control("qbo", touch=[
+        {"realm": REALM, "entity": "SalesReceipt", "id": "101", "fields": {"TotalAmt": {"value": "12.00"}}},
+        {"realm": REALM, "entity": "Invoice", "id": "141", "fields": {"TxnDate": "2026-02-04"}}])
+    time.sleep(1.1)
+    report = sync(wired)
+    assert (report.quarantined, report.pushed) == (1, 1)
+    reason = wired.execute("SELECT message FROM trustfile.bad_items WHERE item_id = 'qbo-SalesReceipt-101'").fetchone()
+    assert reason[0].startswith("unreadable: ValueError") and "is not an amount" in reason[0]
+
+
+def test_a_connection_deleted_before_its_task_runs_is_skipped_without_an_alert(wired, sandbox):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from etl.trustfile import connections, status
+    from operators.trustfile_sync import next_sync_at, sync
+
+    assert connections.delete(wired, COMPANY)
+    context = {"params": {}, "run_id": "test", "ti": type("TI", (), {"task_id": "sync_connection", "try_number": 1})}
+    with pytest.raises(AirflowSkipException, match="no longer exists"):
+        sync(COMPANY, context)
+    status.record_sync(wired, COMPANY, message="m", activity="a", next_sync_at=next_sync_at())   # no row: no error
+    assert wired.execute("SELECT count(*) FROM trustfile.errors").fetchone()[0] == 0

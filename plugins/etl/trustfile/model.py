@@ -20,7 +20,15 @@ def money(value) -> Decimal:
     """A source amount (float, int, str or Decimal) as Decimal cents, exactly as written."""
     if value is None:
         return Decimal("0.00")
-    return Decimal(str(value)).quantize(CENT)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError(f"{value!r} is not an amount")
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        raise ValueError(f"{value!r} is not an amount") from None
+    if not amount.is_finite():
+        raise ValueError(f"{value!r} is not an amount")
+    return amount.quantize(CENT)
 
 
 def item_id(source_system: str, source_entity: str, source_id: str) -> str:

@@ -36,10 +36,12 @@ def mark_waiting(conn: psycopg.Connection, connection_ids: list[str], message: s
 
 def record_sync(conn: psycopg.Connection, connection_id: str, *, message: str, activity: str,
                 next_sync_at: dt.datetime) -> None:
+    """A connection TrustFile deleted meanwhile has nothing left to tell: then nothing is written."""
     with conn.transaction():
-        conn.execute("UPDATE trustfile.connections SET last_sync_at = now(), next_sync_at = %s, status_message = %s "
-                     "WHERE connection_id = %s", (next_sync_at, message[:MESSAGE_LIMIT], connection_id))
-        record_activity(conn, connection_id, activity)
+        if conn.execute("UPDATE trustfile.connections SET last_sync_at = now(), next_sync_at = %s, "
+                        "status_message = %s WHERE connection_id = %s",
+                        (next_sync_at, message[:MESSAGE_LIMIT], connection_id)).rowcount:
+            record_activity(conn, connection_id, activity)
 
 
 def record_failure(conn: psycopg.Connection, connection_id: str, error_type: ErrorType, error: str,
@@ -47,9 +49,10 @@ def record_failure(conn: psycopg.Connection, connection_id: str, error_type: Err
     """The connection says the sync failed and why; GET /errors lists it. Secrets are redacted."""
     text = redact_text(error)[:MESSAGE_LIMIT]
     with conn.transaction():
-        conn.execute("UPDATE trustfile.connections SET next_sync_at = %s, status_message = %s "
-                     "WHERE connection_id = %s", (next_sync_at, f"sync failed: {text}"[:MESSAGE_LIMIT], connection_id))
-        record_activity(conn, connection_id, "Sync failed")
+        if conn.execute("UPDATE trustfile.connections SET next_sync_at = %s, status_message = %s "
+                        "WHERE connection_id = %s",
+                        (next_sync_at, f"sync failed: {text}"[:MESSAGE_LIMIT], connection_id)).rowcount:
+            record_activity(conn, connection_id, "Sync failed")
         record_error(conn, error_type, connection_id, text)
 
 

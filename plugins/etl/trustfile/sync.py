@@ -56,6 +56,10 @@ FRIENDLY = {"unreconciled": "amounts do not add up to the document's total",
             "unreadable": "the source document could not be read"}
 
 
+class ConnectionGone(RuntimeError):
+    """TrustFile deleted the connection while it was queued or being synced: nothing to do."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much one run may do for one connection before it lets the others have the pool slot."""
@@ -218,6 +222,11 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
     deletions: list[Document] = []
     try:
         with conn.transaction():
+            # Held until the window commits: a DELETE through the API waits for it, and a deleted
+            # connection gets no watermark back from a window that was already running.
+            if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR SHARE",
+                            (job.connection_id,)).fetchone() is None:
+                raise ConnectionGone(f"connection {job.connection_id} no longer exists (deleted through the API)")
             rows = _rows(job, job.host.documents(since, until), counts, rejects, deletions, report)
             upserted = loader.upsert(conn, TRANSACTIONS, rows)
             counts.inserted, counts.updated, counts.unchanged = upserted.inserted, upserted.updated, upserted.unchanged
@@ -260,7 +269,7 @@ def _rows(job: SyncJob, documents: Iterable[Document], counts: ledger.RunCounts,
         except Unreconciled as exc:
             rejects.add(key, f"unreconciled: {exc}", document.record)
             continue
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one malformed document must not hold back the rest
             rejects.add(key, f"unreadable: {type(exc).__name__}: {exc}", document.record)
             continue
         if transaction.transaction_date < job.start_date:
