@@ -222,9 +222,9 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
     deletions: list[Document] = []
     try:
         with conn.transaction():
-            # Held until the window commits: a DELETE through the API waits for it, and a deleted
+            # Held until the window commits: a DELETE through the API waits for it (a PUT does not), and a deleted
             # connection gets no watermark back from a window that was already running.
-            if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR SHARE",
+            if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR KEY SHARE",
                             (job.connection_id,)).fetchone() is None:
                 raise ConnectionGone(f"connection {job.connection_id} no longer exists (deleted through the API)")
             rows = _rows(job, job.host.documents(since, until), counts, rejects, deletions, report)
