@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import re
 import uuid
 
 from fastapi import FastAPI, Request
@@ -78,10 +79,22 @@ class TrustFileSandbox:
         self._routes()
 
     def control(self, payload: dict) -> dict:
-        """`all_errors: false` answers only the first validation error, as ajv does by default."""
+        """`all_errors: false` answers only the first validation error, as ajv does by default;
+        `error_style`: `ajv6` (`dataPath: .items[i]`), `ajv8` (`instancePath: /items/i`) or `opaque`
+        (errors that name no item: the docs promise nothing more)."""
         with self.state.lock:
             self.all_errors = bool(payload.get("all_errors", self.all_errors))
-        return {"all_errors": self.all_errors}
+            self.error_style = payload.get("error_style", self.error_style)
+        return {"all_errors": self.all_errors, "error_style": self.error_style}
+
+    def _styled(self, errors: list[dict]) -> list[dict]:
+        if self.error_style == "ajv8":
+            return [{**{k: v for k, v in e.items() if k != "dataPath"},
+                     "instancePath": re.sub(r"\.items\[(\d+)\]\.?", r"/items/\1/", e["dataPath"]).rstrip("/")}
+                    for e in errors]
+        if self.error_style == "opaque":
+            return [{"message": e["message"]} for e in errors]
+        return errors
 
     def inspect(self) -> dict:
         """Every stored item per company (as TrustFile keeps them: one per itemId and refund flag),
@@ -94,6 +107,7 @@ class TrustFileSandbox:
 
     def reset(self) -> None:
         self.all_errors = True
+        self.error_style = "ajv6"
         self.items: dict[tuple[str, str, bool], dict] = {}
         self.push_calls: dict[str, int] = {}
         self.item_writes: dict[str, int] = {}
@@ -138,7 +152,8 @@ class TrustFileSandbox:
             if errors and not self.all_errors:
                 errors = errors[:1]
             if errors:
-                return JSONResponse({"processed": 0, "dateTime": _now(), "errors": errors}, status_code=400)
+                return JSONResponse({"processed": 0, "dateTime": _now(), "errors": self._styled(errors)},
+                                    status_code=400)
             with self.state.lock:
                 for item in items:
                     self.items[(connection_id, item["itemId"], item["refund"])] = item

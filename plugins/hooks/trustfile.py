@@ -6,8 +6,10 @@ Connection `trustfile_default` (type `trustfile`):
   extra     {"provisioning_url": "https://app.trustfile.avalara.com"} (test: https://stable.trustfile.avalara.com)
 
 TrustFile's quirks, kept here: at most 1000 items a call, and a batch is all or nothing — one
-invalid item and nothing is processed, with one error per fault naming `.items[i]`. `push_items`
-therefore reports rejected items one by one and pushes the rest of their batch again.
+invalid item and nothing is processed, with one error per fault naming `.items[i]` (ajv 6's
+`dataPath`; ajv 8 says `/items/i` in `instancePath`). `push_items` therefore reports rejected items
+one by one and pushes the rest of their batch again. A 400 whose errors name no item is narrowed
+down by halving the batch until the item that fails alone is found.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from itertools import islice
 from hooks.vendor_http import VendorApiError, VendorHttpHook
 
 MAX_ITEMS_PER_CALL = 1000
-_ITEM_PATH = re.compile(r"^\.items\[(\d+)\]")
+_ITEM_PATH = re.compile(r"^(?:\.items\[(\d+)\]|/items/(\d+))")
 
 
 @dataclass
@@ -61,14 +63,21 @@ class TrustFileHook(VendorHttpHook):
         """Upsert items in calls of at most 1000; reject invalid items individually, push the rest."""
         report = PushReport()
         for batch in _batches(items, MAX_ITEMS_PER_CALL):
-            self._push_batch(connection_id, batch, report)
+            unexplained: list[VendorApiError] = []
+            self._push_batch(connection_id, batch, report, unexplained)
+            if len(unexplained) == len(batch) > 1:
+                # Every item refused alone, none of them named: not the items, the request. Say so.
+                for entry in batch:
+                    report.rejected.pop(str(entry.get("itemId")), None)
+                raise unexplained[0]
         return report
 
-    def _push_batch(self, connection_id: str, batch: list[dict], report: PushReport) -> None:
+    def _push_batch(self, connection_id: str, batch: list[dict], report: PushReport,
+                    unexplained: list[VendorApiError]) -> None:
         """Push one batch; while TrustFile names bad items, set them aside and push what is left.
 
         TrustFile may name every bad item at once or only the first (ajv's default); either way each
-        round removes at least one item, so this ends.
+        round removes at least one item, so this ends. Errors naming no item halve the batch.
         """
         path = f"/v3/connections/{connection_id}/items"
         while batch:
@@ -77,9 +86,18 @@ class TrustFileHook(VendorHttpHook):
                 # Items are upserted by itemId, so repeating a push after a timeout is harmless.
                 answer = self.request_json("POST", path, json={"items": batch}, idempotent=True)
             except VendorApiError as exc:
-                bad = self._rejected_items(exc, batch)
-                if exc.status != 400 or not bad:
+                if exc.status != 400:
                     raise
+                bad = self._rejected_items(exc, batch)
+                if not bad and len(batch) > 1:
+                    middle = len(batch) // 2
+                    self._push_batch(connection_id, batch[:middle], report, unexplained)
+                    self._push_batch(connection_id, batch[middle:], report, unexplained)
+                    return
+                if not bad:
+                    unexplained.append(exc)
+                    errors = getattr(exc, "body", {}).get("errors") or []
+                    bad = {0: [str(e.get("message")) for e in errors if e.get("message")] or [exc.detail]}
                 for index, messages in bad.items():
                     report.rejected.setdefault(str(batch[index].get("itemId")), []).extend(messages)
                 batch = [item for index, item in enumerate(batch) if index not in bad]
@@ -93,12 +111,13 @@ class TrustFileHook(VendorHttpHook):
         errors = getattr(exc, "body", {}).get("errors") or []
         bad: dict[int, list[str]] = {}
         for error in errors:
-            match = _ITEM_PATH.match(str(error.get("dataPath", "")))
-            if not match or int(match.group(1)) >= len(batch):
+            where = str(error.get("dataPath") or error.get("instancePath") or "")
+            match = _ITEM_PATH.match(where)
+            index = int(match.group(1) or match.group(2)) if match else None
+            if index is None or index >= len(batch):
                 return {}
-            field_path = error["dataPath"][match.end():].lstrip(".")
-            bad.setdefault(int(match.group(1)), []).append(
-                f"{field_path + ': ' if field_path else ''}{error.get('message', 'rejected')}")
+            field_path = where[match.end():].lstrip("./").replace("/", ".")
+            bad.setdefault(index, []).append(f"{field_path + ': ' if field_path else ''}{error.get('message', 'rejected')}")
         return bad
 
     def error_for(self, method, url, response):

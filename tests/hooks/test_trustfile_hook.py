@@ -153,3 +153,26 @@ def test_an_answer_cut_off_mid_body_is_retried(hook, sandbox):
     sandbox.faults("trustfile", drop_next=1)
     assert hook.get_company(CONNECTION)["name"] == "Sandbox Company 1"
     assert len([r for r in sandbox.requests("trustfile") if r["method"] == "GET"]) == 2
+
+
+@pytest.mark.parametrize("style", ["ajv8", "opaque"])
+def test_bad_items_are_found_whether_or_not_the_errors_name_them(hook, sandbox, style):
+    sandbox.control("trustfile", error_style=style)
+    items = [item(n) for n in range(10)]
+    items[3]["salesTax"], items[8]["shipToAddress"] = ".41", {"line1": "nowhere"}
+    report = hook.push_items(CONNECTION, items)
+    assert sorted(report.rejected) == ["SR-3", "SR-8"] and report.processed == 8
+    stored = {i["itemId"] for i in sandbox.state("trustfile")["items"][CONNECTION]}
+    assert stored == {f"SR-{n}" for n in range(10)} - {"SR-3", "SR-8"}
+    if style == "ajv8":
+        assert report.calls == 2 and report.rejected["SR-3"] == ["salesTax: should be number"]
+    else:
+        assert report.calls < 2 * len(items)  # halving: about 2·log2(n) calls per bad item
+        assert report.rejected["SR-8"] == ["should have required property 'state'",
+                                           "should have required property 'zip'"]
+
+
+def test_a_batch_refused_item_by_item_without_names_is_an_error_not_a_list_of_rejects(hook, sandbox):
+    sandbox.control("trustfile", error_style="opaque")
+    with pytest.raises(VendorApiError, match="HTTP 400"):
+        hook.push_items(CONNECTION, [item(n, refund="no") for n in range(4)])
