@@ -117,7 +117,8 @@ def test_bounded_windows_advance_the_watermark_and_a_budget_stops_the_run(wired,
     from etl.trustfile.sync import PIPELINE
 
     report = sync(wired, window=dt.timedelta(days=2), max_documents=1)
-    assert not report.caught_up and report.windows == 3      # Jan 1-3, 3-5 (empty), 5-7 (every document)
+    # from 90 days before the start date (LOOKBACK) in 2-day windows: 47 empty ones, then Jan 5-7 (every document)
+    assert not report.caught_up and report.windows == 48
     mark = watermarks.read(wired, PIPELINE, COMPANY).value
     assert mark == dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc)
     assert report.pushed == DOCUMENTS
@@ -222,7 +223,7 @@ def test_moving_the_start_date_back_rewinds_the_watermark_to_it(wired, sandbox):
     wired.execute("UPDATE trustfile.connections SET start_date = '2026-01-01'")
     wired.commit()
     earlier = sync(wired)
-    assert earlier.inserted == DOCUMENTS and earlier.watermark_before == "2026-01-01T00:00:00+00:00"
+    assert earlier.inserted == DOCUMENTS and earlier.watermark_before == "2025-10-03T00:00:00+00:00"  # minus LOOKBACK
     history = wired.execute("SELECT action, reason FROM etl.watermark_history WHERE action = 'reset'").fetchall()
     assert history == [("reset", "startDate moved back from 2026-01-06 to 2026-01-01")]
 
@@ -243,7 +244,7 @@ def test_a_deleted_and_recreated_connection_syncs_from_its_start_date_again(wire
 def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it(wired, sandbox, db_url):
     from etl import watermarks
     from etl.db import connect
-    from etl.trustfile.sync import PIPELINE, SyncJob
+    from etl.trustfile.sync import LOOKBACK, PIPELINE, SyncJob, start_of
 
     class FailsInThirdWindow:
         """The real QBO host, until its third window: then the host system goes away."""
@@ -268,7 +269,9 @@ def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it
     with pytest.raises(ConnectionError):
         run_sync(wired, failing, run_id="window-failure", budget=Budget(window=dt.timedelta(days=2)))
     with connect(db_url) as other:
-        assert watermarks.read(other, PIPELINE, COMPANY).value == dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+        # windows 1 and 2 of 2 days each, from the start date minus LOOKBACK
+        assert watermarks.read(other, PIPELINE, COMPANY).value == start_of(dt.date(2026, 1, 1)) - LOOKBACK + \
+            dt.timedelta(days=4)
         ledger = other.execute("SELECT status FROM etl.run_ledger WHERE run_id = 'window-failure' ORDER BY id"
                                ).fetchall()
     assert [s for (s,) in ledger] == ["success", "success", "failed"]

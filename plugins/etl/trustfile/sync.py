@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 PIPELINE = "trustfile_sync"
 PROGRESS_SECONDS = 30
+# Documents are found by when they were last updated, but belong by their own date: an invoice
+# entered in December for January 5 was last touched before a January 1 start date. The first
+# scan therefore starts this long before the start date; the transaction-date filter does the rest.
+LOOKBACK = dt.timedelta(days=90)
 COLUMNS = (
     "connection_id", "item_id", "source_system", "source_company", "source_entity", "source_id", "kind", "status",
     "transaction_date", "source_updated_at", "customer_ref", "customer_name",
@@ -173,7 +177,7 @@ def run_backfill(conn: psycopg.Connection, job: SyncJob, *, mode: Literal["reloa
 # ---- extract and load ---------------------------------------------------------------------------
 
 def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, task_id, try_number) -> None:
-    floor = start_of(job.start_date)
+    floor = start_of(job.start_date) - LOOKBACK
     current = watermarks.read(conn, PIPELINE, job.connection_id)
     conn.commit()   # each window below must be its own transaction, committed when it ends
     with conn.transaction():
