@@ -317,3 +317,14 @@ def test_a_connection_deleted_before_its_task_runs_is_skipped_without_an_alert(w
         sync(COMPANY, context)
     status.record_sync(wired, COMPANY, message="m", activity="a", next_sync_at=next_sync_at())   # no row: no error
     assert wired.execute("SELECT count(*) FROM trustfile.errors").fetchone()[0] == 0
+
+
+def test_a_document_that_turned_from_sale_to_refund_zeroes_its_old_entry_too():
+    from etl.trustfile.sync import _outgoing
+
+    item = {"itemId": "servicetrade-invoice-7", "refund": True, "salesAmount": 50.0, "salesTax": 4.0,
+            "shippingAmount": 0.0, "shippingTax": 0.0}
+    sent = list(_outgoing([("servicetrade-invoice-7", item, "h2", False), ("x", {**item, "itemId": "x"}, "h", True),
+                           ("y", {**item, "itemId": "y"}, "h", None)]))
+    assert sent[0] == {**item, "refund": False, "salesAmount": 0.0, "salesTax": 0.0}
+    assert sent[1:] == [item, {**item, "itemId": "x"}, {**item, "itemId": "y"}]

@@ -60,6 +60,7 @@ CREATE TABLE trustfile.push_ledger (
     item_id         text        NOT NULL,
     content_hash    text        NOT NULL,     -- the content TrustFile has (pushed) or refused (rejected)
     outcome         text        NOT NULL CHECK (outcome IN ('pushed', 'rejected')),
+    refund          boolean     NOT NULL,     -- TrustFile keys items by (itemId, refund): a flip leaves the old one
     at              timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connection_id, item_id),
     FOREIGN KEY (connection_id, item_id) REFERENCES trustfile.transactions (connection_id, item_id) ON DELETE CASCADE

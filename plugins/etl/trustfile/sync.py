@@ -319,7 +319,7 @@ def _apply_deletions(conn: psycopg.Connection, job: SyncJob, deletions: list[Doc
 # ---- push ---------------------------------------------------------------------------------------
 
 _PENDING = """
-SELECT t.item_id, t.item, t.content_hash
+SELECT t.item_id, t.item, t.content_hash, p.refund
   FROM trustfile.transactions t
   LEFT JOIN trustfile.push_ledger p ON p.connection_id = t.connection_id AND p.item_id = t.item_id
  WHERE t.connection_id = %(connection)s AND t.item_id > %(after)s
@@ -327,10 +327,12 @@ SELECT t.item_id, t.item, t.content_hash
  ORDER BY t.item_id LIMIT %(limit)s
 """
 _IN_WINDOW = """
-SELECT item_id, item, content_hash FROM trustfile.transactions
- WHERE connection_id = %(connection)s AND item_id > %(after)s
-   AND source_updated_at >= %(since)s AND source_updated_at < %(until)s
- ORDER BY item_id LIMIT %(limit)s
+SELECT t.item_id, t.item, t.content_hash, p.refund
+  FROM trustfile.transactions t
+  LEFT JOIN trustfile.push_ledger p ON p.connection_id = t.connection_id AND p.item_id = t.item_id
+ WHERE t.connection_id = %(connection)s AND t.item_id > %(after)s
+   AND t.source_updated_at >= %(since)s AND t.source_updated_at < %(until)s
+ ORDER BY t.item_id LIMIT %(limit)s
 """
 
 
@@ -345,7 +347,7 @@ def _push(conn: psycopg.Connection, job: SyncJob, report: SyncReport,
         conn.commit()
         if not rows:
             break
-        answer = job.trustfile.push_items(job.push_target, [item for _, item, _ in rows])
+        answer = job.trustfile.push_items(job.push_target, list(_outgoing(rows)))
         with conn.transaction():
             _record_push(conn, job.connection_id, rows, answer.rejected)
         report.push_selected += len(rows)
@@ -360,19 +362,29 @@ def _push(conn: psycopg.Connection, job: SyncJob, report: SyncReport,
              report.push_calls, report.rejected)
 
 
+def _outgoing(rows: list[tuple]) -> Iterator[dict]:
+    """The items to send; a document that turned from sale to refund (or back) also zeroes its old
+    entry, which TrustFile keeps apart under the same itemId and the other refund flag."""
+    for _, item, _, pushed_refund in rows:
+        if pushed_refund is not None and pushed_refund != item["refund"]:
+            yield {**item, "refund": pushed_refund, **{name: 0.0 for name in AMOUNT_FIELDS}}
+        yield item
+
+
 def _record_push(conn: psycopg.Connection, connection_id: str, rows: list[tuple], rejected: dict[str, list[str]]):
-    ids, hashes, outcomes = [], [], []
-    for key, _, content_hash in rows:
+    ids, hashes, outcomes, refunds = [], [], [], []
+    for key, item, content_hash, _ in rows:
         ids.append(key)
         hashes.append(content_hash)
         outcomes.append("rejected" if key in rejected else "pushed")
+        refunds.append(bool(item["refund"]))
     conn.execute(
-        "INSERT INTO trustfile.push_ledger (connection_id, item_id, content_hash, outcome) "
-        "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+        "INSERT INTO trustfile.push_ledger (connection_id, item_id, content_hash, outcome, refund) "
+        "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::boolean[]) "
         "ON CONFLICT (connection_id, item_id) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
-        "outcome = EXCLUDED.outcome, at = now()",
-        (connection_id, ids, hashes, outcomes))
-    for key, item, _ in rows:
+        "outcome = EXCLUDED.outcome, refund = EXCLUDED.refund, at = now()",
+        (connection_id, ids, hashes, outcomes, refunds))
+    for key, item, _, _ in rows:
         if key in rejected:
             message = "; ".join(rejected[key])
             conn.execute(
