@@ -328,3 +328,15 @@ def test_a_document_that_turned_from_sale_to_refund_zeroes_its_old_entry_too():
                            ("y", {**item, "itemId": "y"}, "h", None)]))
     assert sent[0] == {**item, "refund": False, "salesAmount": 0.0, "salesTax": 0.0}
     assert sent[1:] == [item, {**item, "itemId": "x"}, {**item, "itemId": "y"}]
+
+
+def test_a_document_re_dated_before_the_start_date_leaves_trustfile_s_totals(wired, sandbox):
+    sync(wired)
+    sandbox.control("qbo", touch=[{"realm": REALM, "entity": "Invoice", "id": "142", "fields": {"TxnDate": "2025-12-30"}}])
+    time.sleep(1.1)
+    report = sync(wired)
+    assert (report.before_start, report.pushed) == (1, 1)
+    item = stored_items(sandbox)["qbo-Invoice-142"]
+    assert [item[k] for k in ("salesAmount", "salesTax", "shippingAmount", "shippingTax")] == [0, 0, 0, 0]
+    assert wired.execute("SELECT status FROM trustfile.transactions WHERE item_id = 'qbo-Invoice-142'"
+                         ).fetchone()[0] == "before_start"

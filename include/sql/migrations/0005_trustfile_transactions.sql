@@ -16,7 +16,7 @@ CREATE TABLE trustfile.transactions (
     source_entity       text        NOT NULL,
     source_id           text        NOT NULL,
     kind                text        NOT NULL CHECK (kind IN ('sale', 'refund')),
-    status              text        NOT NULL CHECK (status IN ('active', 'voided', 'deleted')),
+    status              text        NOT NULL CHECK (status IN ('active', 'voided', 'deleted', 'before_start')),
     transaction_date    date        NOT NULL,
     source_updated_at   timestamptz NOT NULL,
     customer_ref        text,

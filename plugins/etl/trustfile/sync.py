@@ -223,7 +223,7 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
              info.window_end, ledger_id)
     counts = ledger.RunCounts()
     rejects = ledger.QuarantineBuffer(PIPELINE, job.connection_id)
-    deletions: list[Document] = []
+    withdrawn: list[tuple[Document, str]] = []
     try:
         with conn.transaction():
             # Held until the window commits: a DELETE through the API waits for it (a PUT does not), and a deleted
@@ -231,12 +231,12 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
             if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR KEY SHARE",
                             (job.connection_id,)).fetchone() is None:
                 raise ConnectionGone(f"connection {job.connection_id} no longer exists (deleted through the API)")
-            rows = _rows(job, job.host.documents(since, until), counts, rejects, deletions, report)
+            rows = _rows(job, job.host.documents(since, until), counts, rejects, withdrawn, report)
             upserted = loader.upsert(conn, TRANSACTIONS, rows)
             counts.inserted, counts.updated, counts.unchanged = upserted.inserted, upserted.updated, upserted.unchanged
             counts.quarantined = rejects.flush(conn, ledger_id)
             _record_mapping_rejects(conn, ledger_id)
-            report.deleted += _apply_deletions(conn, job, deletions)
+            report.deleted += _withdraw(conn, job, withdrawn)
             after = None
             if advance:
                 after = watermarks.render(watermarks.advance(conn, PIPELINE, job.connection_id, "timestamp", until,
@@ -259,13 +259,13 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
 
 
 def _rows(job: SyncJob, documents: Iterable[Document], counts: ledger.RunCounts, rejects: ledger.QuarantineBuffer,
-          deletions: list[Document], report: SyncReport) -> Iterator[tuple]:
+          withdrawn: list[tuple[Document, str]], report: SyncReport) -> Iterator[tuple]:
     last_report = time.monotonic()
     for document in documents:
         counts.read += 1
         report.read += 1
         if document.deleted:
-            deletions.append(document)
+            withdrawn.append((document, "deleted"))
             continue
         key = item_id(job.host.name, document.entity, document.source_id)
         try:
@@ -276,8 +276,9 @@ def _rows(job: SyncJob, documents: Iterable[Document], counts: ledger.RunCounts,
         except Exception as exc:  # noqa: BLE001 - one malformed document must not hold back the rest
             rejects.add(key, f"unreadable: {type(exc).__name__}: {exc}", document.record)
             continue
-        if transaction.transaction_date < job.start_date:
+        if transaction.transaction_date < job.start_date:   # out of scope now, if we ever pushed it
             report.before_start += 1
+            withdrawn.append((document, "before_start"))
             continue
         yield row_of(job.connection_id, transaction)
         if time.monotonic() - last_report >= PROGRESS_SECONDS:
@@ -297,23 +298,24 @@ def _record_mapping_rejects(conn: psycopg.Connection, ledger_id: int) -> None:
         (FRIENDLY["unreconciled"], FRIENDLY["unreadable"], ledger_id))
 
 
-def _apply_deletions(conn: psycopg.Connection, job: SyncJob, deletions: list[Document]) -> int:
-    """A deleted document we hold is kept with every amount 0, so TrustFile's totals drop it."""
-    applied = 0
-    for document in deletions:
+def _withdraw(conn: psycopg.Connection, job: SyncJob, withdrawn: list[tuple[Document, str]]) -> int:
+    """A document we hold that was deleted, or re-dated before the start date, is kept with every
+    amount 0 (status says why), so TrustFile's totals drop it. Returns how many were deleted."""
+    deleted = 0
+    for document, status in withdrawn:
         key = item_id(job.host.name, document.entity, document.source_id)
         row = conn.execute("SELECT item FROM trustfile.transactions WHERE connection_id = %s AND item_id = %s "
-                           "AND status <> 'deleted' FOR UPDATE", (job.connection_id, key)).fetchone()
+                           "AND status <> %s FOR UPDATE", (job.connection_id, key, status)).fetchone()
         if row is None:
             continue
         item = {**row[0], **{name: 0.0 for name in AMOUNT_FIELDS}}
         conn.execute(
-            "UPDATE trustfile.transactions SET status = 'deleted', sales_amount = 0, sales_tax = 0, "
+            "UPDATE trustfile.transactions SET status = %s, sales_amount = 0, sales_tax = 0, "
             "shipping_amount = 0, shipping_tax = 0, source_total = 0, lines = '[]', source_updated_at = %s, "
             "item = %s, content_hash = %s WHERE connection_id = %s AND item_id = %s",
-            (document.updated_at, Jsonb(item), item_hash(item), job.connection_id, key))
-        applied += 1
-    return applied
+            (status, document.updated_at, Jsonb(item), item_hash(item), job.connection_id, key))
+        deleted += status == "deleted"
+    return deleted
 
 
 # ---- push ---------------------------------------------------------------------------------------
