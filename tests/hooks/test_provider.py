@@ -29,5 +29,6 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
     assert found["hooks"] == {"qbo": "hooks.qbo.QboHook", "trustfile": "hooks.trustfile.TrustFileHook",
                               "servicetrade": "hooks.servicetrade.ServiceTradeHook"}
     assert found["qbo_labels"]["password"] == "OAuth client secret"
-    assert found["widgets"] == ["extra__qbo__minorversion", "extra__qbo__realm_id", "extra__qbo__refresh_token",
-                                "extra__qbo__token_url", "extra__trustfile__provisioning_url"]
+    assert found["widgets"] == ["extra__qbo__authorize_url", "extra__qbo__minorversion", "extra__qbo__realm_id",
+                                "extra__qbo__refresh_token", "extra__qbo__token_url",
+                                "extra__trustfile__provisioning_url"]
