@@ -61,6 +61,7 @@ def _start_sandbox(env: dict) -> tuple[subprocess.Popen, str]:
 
 
 def _minimum_qbo_pages(per_entity: int) -> int:
+    """One window: pages of 1000 per entity, and one more when the count fills its last page."""
     return ENTITIES * (per_entity // 1000 + 1)
 
 
@@ -80,7 +81,8 @@ def run_size(url: str, sandbox_url: str, env: dict, documents: int, connection_i
     figures.update(
         documents=documents, sandbox_generate_seconds=round(generate_seconds, 2),
         qbo_query_calls=sum(1 for r in qbo_requests if r["path"].endswith("/query")),
-        qbo_other_calls=sum(1 for r in qbo_requests if not r["path"].endswith("/query")),
+        qbo_cdc_calls=sum(1 for r in qbo_requests if r["path"].endswith("/cdc")),
+        qbo_token_calls=sum(1 for r in qbo_requests if "/oauth2/" in r["path"]),
         qbo_query_minimum=_minimum_qbo_pages(per_entity),
         trustfile_push_minimum=-(-documents // 1000),
         trustfile_push_calls=_sandbox_call(sandbox_url, "GET", "/state/trustfile")["push_calls"].get(connection_id, 0),
@@ -116,7 +118,7 @@ def main() -> dict:
                 print(f"{size:>9,} documents: {figures['seconds']:7.1f} s ({size / figures['seconds']:,.0f}/s; extract "
                       f"{figures['report']['extract_seconds']:.1f} s, push {figures['report']['push_seconds']:.1f} s), "
                       f"QBO query calls {figures['qbo_query_calls']} (minimum {figures['qbo_query_minimum']}) "
-                      f"+ {figures['qbo_other_calls']} other, TrustFile push calls {figures['trustfile_push_calls']} "
+                      f"+ {figures['qbo_cdc_calls']} CDC + {figures['qbo_token_calls']} token, TrustFile push calls {figures['trustfile_push_calls']} "
                       f"(minimum {figures['trustfile_push_minimum']}), items in TrustFile "
                       f"{figures['trustfile_items']:,}, peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
     finally:

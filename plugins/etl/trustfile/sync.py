@@ -324,42 +324,41 @@ _PENDING = """
 SELECT t.item_id, t.item, t.content_hash, p.refund
   FROM trustfile.transactions t
   LEFT JOIN trustfile.push_ledger p ON p.connection_id = t.connection_id AND p.item_id = t.item_id
- WHERE t.connection_id = %(connection)s AND t.item_id > %(after)s
-   AND p.content_hash IS DISTINCT FROM t.content_hash
- ORDER BY t.item_id LIMIT %(limit)s
+ WHERE t.connection_id = %(connection)s AND p.content_hash IS DISTINCT FROM t.content_hash
+ ORDER BY t.item_id
 """
 _IN_WINDOW = """
 SELECT t.item_id, t.item, t.content_hash, p.refund
   FROM trustfile.transactions t
   LEFT JOIN trustfile.push_ledger p ON p.connection_id = t.connection_id AND p.item_id = t.item_id
- WHERE t.connection_id = %(connection)s AND t.item_id > %(after)s
-   AND t.source_updated_at >= %(since)s AND t.source_updated_at < %(until)s
- ORDER BY t.item_id LIMIT %(limit)s
+ WHERE t.connection_id = %(connection)s AND t.source_updated_at >= %(since)s AND t.source_updated_at < %(until)s
+ ORDER BY t.item_id
 """
 
 
 def _push(conn: psycopg.Connection, job: SyncJob, report: SyncReport,
           window: tuple[dt.datetime, dt.datetime] | None = None) -> None:
-    after, last_report = "", time.monotonic()
-    while True:
-        params = {"connection": job.connection_id, "after": after, "limit": MAX_ITEMS_PER_CALL}
-        if window is not None:
-            params.update(since=window[0], until=window[1])
-        rows = conn.execute(_IN_WINDOW if window else _PENDING, params).fetchall()
-        conn.commit()
-        if not rows:
-            break
-        answer = job.trustfile.push_items(job.push_target, list(_outgoing(rows)))
-        with conn.transaction():
-            _record_push(conn, job.connection_id, rows, answer.rejected)
-        report.push_selected += len(rows)
-        report.push_calls += answer.calls
-        report.pushed += len(rows) - len(answer.rejected)
-        report.rejected += len(answer.rejected)
-        after = rows[-1][0]
-        if time.monotonic() - last_report >= PROGRESS_SECONDS:
-            log.info("%s: %d items pushed, %d refused so far", job.connection_id, report.pushed, report.rejected)
-            last_report = time.monotonic()
+    """One query for everything to push, read 1000 rows at a time through a cursor that outlives
+    each batch's commit: the work is linear in the items, where a query per batch is not."""
+    params = {"connection": job.connection_id}
+    if window is not None:
+        params.update(since=window[0], until=window[1])
+    last_report = time.monotonic()
+    with conn.cursor(name="trustfile_push", withhold=True) as pending:
+        pending.execute(_IN_WINDOW if window else _PENDING, params)
+        conn.commit()   # the result is kept by the server; the snapshot and its locks are released
+        while rows := pending.fetchmany(MAX_ITEMS_PER_CALL):
+            answer = job.trustfile.push_items(job.push_target, list(_outgoing(rows)))
+            with conn.transaction():
+                _record_push(conn, job.connection_id, rows, answer.rejected)
+            report.push_selected += len(rows)
+            report.push_calls += answer.calls
+            report.pushed += len(rows) - len(answer.rejected)
+            report.rejected += len(answer.rejected)
+            if time.monotonic() - last_report >= PROGRESS_SECONDS:
+                log.info("%s: %d items pushed, %d refused so far", job.connection_id, report.pushed, report.rejected)
+                last_report = time.monotonic()
+    conn.commit()
     log.info("%s: push done: %d items in %d calls, %d refused by TrustFile", job.connection_id, report.pushed,
              report.push_calls, report.rejected)
 
