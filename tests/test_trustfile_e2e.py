@@ -144,3 +144,43 @@ def test_a_backfill_reloads_its_window_and_leaves_watermark_and_ledger_consisten
         "SELECT count(*) FROM trustfile.transactions t LEFT JOIN trustfile.push_ledger p USING (connection_id, item_id) "
         "WHERE p.content_hash IS DISTINCT FROM t.content_hash").fetchone()[0]
     assert pending == 0
+
+
+DAG_RUN_IN_A_CHILD = """
+from airflow.dag_processing.dagbag import DagBag
+DagBag().get_dag("trustfile_sync").test()
+"""
+
+
+def test_a_sync_run_killed_in_the_middle_of_its_push_and_run_again_leaves_each_item_once(platform, sandbox, clean_db):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, ids = platform
+    sandbox.control("qbo", per_entity=700)                       # 2800 documents a company: 3 push calls each
+    sandbox.faults("trustfile", latency_ms=300, only_path="/items")
+    child = subprocess.Popen([sys.executable, "-c", DAG_RUN_IN_A_CHILD], env=os.environ.copy(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while sum(sandbox.state("trustfile")["push_calls"].values()) < 2:
+        assert child.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    assert sum(len(v) for v in sandbox.state("trustfile")["items"].values()) < 3 * 2800
+
+    sandbox.faults("trustfile")
+    sandbox.control("qbo", touch=[{"realm": qbo_sandbox.REALMS[0], "entity": "Invoice", "id": "801",
+                                   "fields": {"TxnDate": "2026-03-03"}}])
+    time.sleep(1.1)
+    run("trustfile_sync")
+    for n, connection_id in enumerate(ids):
+        items = holdings(sandbox, clean_db, connection_id)                # each itemId once
+        ours = dict(clean_db.execute("SELECT item_id, item FROM trustfile.transactions WHERE connection_id = %s",
+                                     (connection_id,)).fetchall())
+        refused = {r[0] for r in clean_db.execute(
+            "SELECT item_id FROM trustfile.bad_items WHERE connection_id = %s AND stage = 'trustfile'", (connection_id,))}
+        assert len(ours) == 2800 and items == {k: v for k, v in ours.items() if k not in refused}   # latest content
+    assert holdings(sandbox, clean_db, ids[0])["qbo-Invoice-801"]["transactionDate"].startswith("2026-03-03")
