@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 
 import psycopg
 from psycopg import sql
 
+from sandbox.launch import free_port
 from stack import settings
 from stack.embedded_pg import EmbeddedPostgres
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -24,7 +18,7 @@ def bench_database(name: str = "bench"):
     server_url = os.environ.get("BENCH_DATABASE_URL")
     server = None
     if not server_url:
-        server = EmbeddedPostgres(settings.LOCAL / "bench-postgres" / "data", _free_port()).start()
+        server = EmbeddedPostgres(settings.LOCAL / "bench-postgres" / "data", free_port()).start()
         server_url = server.url()
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

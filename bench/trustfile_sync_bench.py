@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from cryptography.fernet import Fernet
 
 from bench.server import bench_database
 from etl import db, migrate
+from sandbox import launch
 from sandbox import qbo as qbo_sandbox
 from sandbox import trustfile as tf_sandbox
 
@@ -30,34 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTITIES = 4          # SalesReceipt, Invoice, RefundReceipt, CreditMemo
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sandbox_call(url: str, method: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(f"{url}/_sandbox{path}", method=method,
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=600) as response:
         return json.loads(response.read())
-
-
-def _start_sandbox(env: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port)], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            return process, url
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the sandbox did not start") from None
-            time.sleep(0.1)
 
 
 def _minimum_qbo_pages(per_entity: int) -> int:
@@ -96,7 +74,7 @@ def main() -> dict:
     print(f"trustfile sync benchmark: {', '.join(f'{n:,}' for n in sizes)} QBO documents, one company each", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
            "INTEGRATIONS_FERNET_KEY": Fernet.generate_key().decode()}
-    sandbox, sandbox_url = _start_sandbox(env)
+    sandbox, sandbox_url = launch.start(env=env)
     results = []
     try:
         with bench_database("bench_trustfile") as url:

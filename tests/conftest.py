@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,14 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from sandbox.launch import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="integrations-tests-"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _with_database(url: str, database: str) -> str:
@@ -33,7 +27,7 @@ def _with_database(url: str, database: str) -> str:
 
 
 _EXTERNAL = os.environ.get("TEST_DATABASE_URL")
-_PORT = None if _EXTERNAL else _free_port()
+_PORT = None if _EXTERNAL else free_port()
 SERVER_URL = _EXTERNAL or f"postgresql://postgres@127.0.0.1:{_PORT}/postgres"
 _RUN = uuid.uuid4().hex[:8]
 AIRFLOW_DB = f"airflow_test_{_RUN}"
@@ -156,24 +150,9 @@ def airflow_db(pg_server):
 @pytest.fixture(scope="session")
 def sandbox_url():
     """Base URL of `python -m sandbox`, started once for the session on a free port."""
-    import subprocess
-    import time
-    import urllib.request
+    from sandbox import launch
 
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port)], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the sandbox did not start") from None
-            time.sleep(0.1)
+    process, url = launch.start()
     yield url
     process.terminate()
     process.wait(timeout=10)
@@ -274,9 +253,7 @@ def serve(db_url, clean_db):
     servers = []
 
     def start(**options) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         base = f"http://127.0.0.1:{port}/extractor"
         options = {"conninfo": db_url, "token": EXTRACTOR_TOKEN, "public_url": base, **options}
         root = FastAPI()
