@@ -187,11 +187,15 @@ def prepare() -> dict:
 
 
 def forget_sandbox_tokens(integrations_url: str) -> None:
-    """The sandbox starts afresh, so OAuth tokens it issued to an earlier run no longer exist."""
+    """The sandbox starts afresh, so OAuth tokens it issued to an earlier run no longer exist: the
+    stored ones go, and TrustFile connections authorized at a sandbox company must consent again."""
     from etl.db import connect
 
-    with connect(integrations_url, autocommit=True) as conn:
+    with connect(integrations_url) as conn, conn.transaction():
         conn.execute("DELETE FROM etl.oauth_tokens WHERE vendor = 'qbo' AND scope = ANY(%s)", (list(SANDBOX_REALMS),))
+        conn.execute("UPDATE trustfile.connections SET host_credentials = NULL, status_message = %s "
+                     "WHERE host_system = 'qbo' AND host_identifier = ANY(%s) AND host_credentials IS NOT NULL",
+                     ("the local sandbox restarted: authorize QuickBooks again", list(SANDBOX_REALMS)))
 
 
 def stop_embedded() -> None:

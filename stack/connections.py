@@ -36,14 +36,15 @@ SANDBOX_DESCRIPTION = "Local vendor sandbox, written by make up. Replace it with
 
 
 def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
-    """Vendor connections pointing at `python -m sandbox`, with the sandbox's own demo credentials."""
-    realm = qbo.REALMS[0]
+    """Vendor connections pointing at `python -m sandbox`, with the sandbox's own demo credentials.
+
+    qbo_default is the OAuth app only: companies come from the TrustFile consent, and a company of
+    its own would share (and fight over) the token row of the company consented first."""
     return {
         "qbo_default": {
             "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
             "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
-            "extra": {"realm_id": realm, "refresh_token": qbo.INITIAL_REFRESH_TOKENS[realm],
-                      "token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
+            "extra": {"token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
                       "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
         },
         "trustfile_default": {

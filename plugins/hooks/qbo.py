@@ -274,8 +274,21 @@ class QboHook(VendorHttpHook):
         return CdcAnswer(changes, payload.get("time"), capped=total >= CDC_LIMIT)
 
     def check_credentials(self) -> None:
-        self.api("POST", "query", data="SELECT COUNT(*) FROM Payment", headers={"Content-Type": "application/text"},
-                 idempotent=True)
+        """With a company: one cheap query. The OAuth app alone (the TrustFile extractor's connection):
+        a refresh with a token that cannot exist, which Intuit answers `invalid_grant` to a valid
+        client and `invalid_client` (401) to a wrong id or secret."""
+        if self._realm_id or self.extra.get("realm_id"):
+            self.api("POST", "query", data="SELECT COUNT(*) FROM Payment",
+                     headers={"Content-Type": "application/text"}, idempotent=True)
+            return
+        try:
+            self._refresh("credential-check-not-a-refresh-token")
+        except VendorApiError as exc:
+            if exc.status == 400 and "invalid_grant" in exc.detail:
+                return
+            raise
+        raise VendorApiError(self.vendor, "POST", self.extra.get("token_url") or DEFAULT_TOKEN_URL, 200,
+                             "a made-up refresh token was accepted", hint="is token_url really Intuit's?")
 
     # ---- errors -------------------------------------------------------------------------------
 

@@ -246,3 +246,18 @@ def test_changed_since_steps_through_a_timestamp_shared_by_more_than_a_page(qbo_
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     got = [r["Id"] for r in hook.changed_since("Payment", since, dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))]
     assert sorted(got) == sorted(ids)
+
+
+def test_the_oauth_app_alone_is_tested_without_a_company(qbo_env, sandbox, monkeypatch, conn):
+    def app_only(conn_id: str, secret: str) -> None:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+            {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID, "password": secret,
+             "extra": {"token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
+
+    app_only("qbo_app", qbo_sandbox.CLIENT_SECRET)
+    app_only("qbo_app_bad", "wrong-client-secret-value")
+    assert QboHook("qbo_app").test_connection()[0] is True
+    ok, message = QboHook("qbo_app_bad").test_connection()
+    assert not ok and "invalid_client" in message
+    assert api_calls(sandbox, "/query") == [] and sandbox.state("qbo")["refreshes"] == 0
+    assert conn.execute("SELECT count(*) FROM etl.oauth_tokens").fetchone()[0] == 0
