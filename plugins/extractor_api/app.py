@@ -140,6 +140,12 @@ def create_app(conninfo: str | None = None, token: str | None = None,
             reason = f"{where}: {reason}"
         return JSONResponse({"message": reason}, status_code=400)
 
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(request: Request, exc: psycopg.OperationalError):
+        log.error("extractor API %s %s: the integrations database is unreachable: %s", request.method,
+                  request.url.path, exc)
+        return JSONResponse({"message": "the extractor's database is unavailable; try again later"}, status_code=503)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("extractor API %s %s failed", request.method, request.url.path)

@@ -112,3 +112,11 @@ def test_unknown_connections_are_404_and_duplicates_follow_the_contract(client):
     client.post("/connections", json={"connectionId": "dup"}, headers=AUTH)
     again = client.post("/connections", json={"connectionId": "dup"}, headers=AUTH)
     assert (again.status_code, again.json()) == (500, {"message": "User already exists"})
+
+
+def test_an_unreachable_database_is_a_503_not_a_stack_trace():
+    unreachable = TestClient(create_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", TOKEN),
+                             raise_server_exceptions=False)
+    answer = unreachable.get("/connections", headers=AUTH)
+    assert answer.status_code == 503 and answer.json() == {"message": "the extractor's database is unavailable; "
+                                                                      "try again later"}
