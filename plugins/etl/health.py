@@ -18,11 +18,13 @@ class ScopeHealth:
     hours_since_success: float | None
     failures_since_success: int
     quarantined_7d: int
+    paused_reason: str | None = None   # switched off on purpose: listed, not alerted on
 
     def line(self) -> str:
         last = self.last_success_at.isoformat(timespec="seconds") if self.last_success_at else "never"
+        paused = f"  paused: {self.paused_reason}" if self.paused_reason else ""
         return (f"{self.pipeline:<32} {self.scope:<24} lag {self.lag_hours:8.1f} h  cursor {self.cursor:<32} "
-                f"last success {last:<25} ({self.hours_since_success or 0:.1f} h ago) failures {self.failures_since_success:>3}  quarantined 7d {self.quarantined_7d}")
+                f"last success {last:<25} ({self.hours_since_success or 0:.1f} h ago) failures {self.failures_since_success:>3}  quarantined 7d {self.quarantined_7d}{paused}")
 
 
 def watermark_lag(conn: psycopg.Connection) -> list[ScopeHealth]:
@@ -44,7 +46,8 @@ def watermark_lag(conn: psycopg.Connection) -> list[ScopeHealth]:
                    AND f.started_at > coalesce(s.last_success_at, '-infinity')) AS failures,
                (SELECT count(*) FROM etl.quarantine q
                  WHERE q.pipeline = w.pipeline AND q.scope = w.scope
-                   AND q.quarantined_at > now() - interval '7 days') AS quarantined
+                   AND q.quarantined_at > now() - interval '7 days') AS quarantined,
+               w.paused_reason
           FROM etl.watermarks w
           LEFT JOIN LATERAL (
                 SELECT max(finished_at) AS last_success_at FROM etl.run_ledger l
@@ -53,8 +56,8 @@ def watermark_lag(conn: psycopg.Connection) -> list[ScopeHealth]:
         """
     ).fetchall()
     return [
-        ScopeHealth(p, s, k, c, float(lag), last, None if since is None else float(since), int(f), int(q))
-        for p, s, k, c, lag, last, since, f, q in rows
+        ScopeHealth(p, s, k, c, float(lag), last, None if since is None else float(since), int(f), int(q), paused)
+        for p, s, k, c, lag, last, since, f, q, paused in rows
     ]
 
 

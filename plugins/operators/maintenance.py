@@ -50,7 +50,8 @@ def report_lag(max_lag_hours: int) -> list[dict]:
         log.info("no watermarks yet: no pipeline has loaded anything")
     for scope in scopes:
         log.info("%s", scope.line())
-    stale = [s for s in scopes if s.hours_since_success is None or s.hours_since_success > max_lag_hours]
+    stale = [s for s in scopes if not s.paused_reason
+             and (s.hours_since_success is None or s.hours_since_success > max_lag_hours)]
     if stale:
         names = ", ".join(
             f"{s.pipeline}/{s.scope} ({'never succeeded' if s.hours_since_success is None else f'{s.hours_since_success:.0f} h'})"

@@ -340,3 +340,24 @@ def test_a_document_re_dated_before_the_start_date_leaves_trustfile_s_totals(wir
     assert [item[k] for k in ("salesAmount", "salesTax", "shippingAmount", "shippingTax")] == [0, 0, 0, 0]
     assert wired.execute("SELECT status FROM trustfile.transactions WHERE item_id = 'qbo-Invoice-142'"
                          ).fetchone()[0] == "before_start"
+
+
+def test_a_connection_trustfile_disabled_is_listed_by_the_lag_report_but_not_alerted_on(wired, sandbox, db_url):
+    from etl.db import connect
+    from etl.trustfile import connections
+    from operators.maintenance import WatermarkLagError, report_lag
+
+    sync(wired)
+    wired.execute("UPDATE etl.run_ledger SET finished_at = now() - interval '3 days' WHERE scope = %s", (COMPANY,))
+    wired.commit()
+    with pytest.raises(WatermarkLagError, match=COMPANY):
+        report_lag(48)
+    with connect(db_url, autocommit=True) as api:                      # as the extractor API uses it
+        connections.update(api, COMPANY, enabled=False, start_date=None, start_date_given=False)
+        assert [r["scope"] for r in report_lag(48)] == [COMPANY]      # listed, no alert
+        connections.set_connector(api, False)
+        connections.update(api, COMPANY, enabled=True, start_date=None, start_date_given=False)
+        assert report_lag(48)                                          # the connector is still off
+        connections.set_connector(api, True)
+    with pytest.raises(WatermarkLagError, match=COMPANY):
+        report_lag(48)

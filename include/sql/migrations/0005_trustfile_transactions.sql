@@ -4,6 +4,10 @@
 -- reads through GET /errors. Deleting a connection deletes its rows (a re-created connection
 -- starts over, and re-pushing is harmless: TrustFile upserts by itemId).
 
+-- A scope switched off on purpose (a TrustFile connection disabled, the connector off) has a reason
+-- here: the maintenance DAG's lag report lists it and does not alert on it.
+ALTER TABLE etl.watermarks ADD COLUMN paused_reason text;
+
 -- The start date the connection's watermark began from: when TrustFile moves startDate earlier,
 -- the sync rewinds the watermark to it (the months in between were never read).
 ALTER TABLE trustfile.connections ADD COLUMN synced_from date;

@@ -80,6 +80,7 @@ def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None
             record_activity(conn, connection_id, "Enabled" if new_enabled else "Disabled")
         if start_date_given and new_start != current.start_date:
             record_activity(conn, connection_id, f"Start date set to {new_start.isoformat() if new_start else 'none'}")
+        _pause_idle_watermarks(conn)
     return get(conn, connection_id)
 
 
@@ -112,6 +113,21 @@ def connector(conn: psycopg.Connection) -> tuple[bool, int]:
 def set_connector(conn: psycopg.Connection, enabled: bool) -> None:
     with conn.transaction():
         conn.execute("UPDATE trustfile.connector SET enabled = %s, changed_at = now()", (enabled,))
+        _pause_idle_watermarks(conn)
+
+
+def _pause_idle_watermarks(conn: psycopg.Connection) -> None:
+    """A connection TrustFile switched off is not lagging: its watermark says why it waits, and the
+    maintenance DAG's lag report does not alert on it."""
+    conn.execute(
+        """
+        UPDATE etl.watermarks w SET paused_reason = r.reason
+          FROM (SELECT c.connection_id,
+                       CASE WHEN NOT (SELECT enabled FROM trustfile.connector) THEN 'TrustFile connector switched off'
+                            WHEN NOT c.enabled THEN 'connection disabled by TrustFile' END AS reason
+                  FROM trustfile.connections c) r
+         WHERE w.pipeline = %s AND w.scope = r.connection_id AND w.paused_reason IS DISTINCT FROM r.reason
+        """, (PIPELINE,))
 
 
 
