@@ -252,6 +252,7 @@ def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it
         def __init__(self, host):
             self.host, self.windows = host, 0
             self.name, self.overlap, self.identifier = host.name, host.overlap, host.identifier
+            self.warnings = host.warnings
 
         def documents(self, since, until):
             self.windows += 1

@@ -254,7 +254,7 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
     report.updated += counts.updated
     report.unchanged += counts.unchanged
     report.quarantined += counts.quarantined
-    report.warnings += [w for w in getattr(job.host, "warnings", []) if w not in report.warnings]
+    report.warnings += [w for w in job.host.warnings if w not in report.warnings]
     log.info("%s %s: window done: %s", mode, job.connection_id, counts.as_dict())
 
 

@@ -28,6 +28,7 @@ class Document:
 class HostSystem(Protocol):
     name: ClassVar[str]                 # "qbo", "servicetrade": trustfile.connections.host_system
     overlap: ClassVar[dt.timedelta]     # how far behind the watermark each sync re-reads (host clock skew)
+    warnings: list[str]                 # what the last `documents()` could not verify; shown on the connection
 
     @property
     def identifier(self) -> str:

@@ -137,6 +137,7 @@ class ServiceTradeHost:
     def __init__(self, hook: ServiceTradeHook, account: str) -> None:
         self.hook = hook
         self.account = account
+        self.warnings: list[str] = []
 
     @property
     def identifier(self) -> str:
@@ -150,6 +151,7 @@ class ServiceTradeHost:
         single-page answer is taken as complete: a window that fills its first page is split in time
         until each part fits in one, and what an earlier, larger read already gave is not given again.
         """
+        self.warnings = []
         first, last = _ceil_seconds(since), _ceil_seconds(until) - 1   # updatedBefore is inclusive
         if last < first:
             return
@@ -170,6 +172,8 @@ class ServiceTradeHost:
         if extra is None:
             return
         if first == last:
+            self.warnings.append(f"more than {limit} invoices were updated in the second "
+                                 f"{_from_unix(first).isoformat()}: one edited meanwhile may be missed (reload it)")
             log.warning("more than %d ServiceTrade invoices were updated in the second %s: read page by page; "
                         "if one was edited meanwhile another may be missed: a reload backfill of that second "
                         "recovers it", limit, _from_unix(first).isoformat())
