@@ -44,3 +44,15 @@ def test_form_offers_mode_start_end():
     params = backfill_params()
     assert set(params) == {"mode", "start", "end"}
     assert params["mode"].schema["enum"] == ["incremental", "backfill"]
+
+
+def test_trustfile_backfill_bounds_are_dates_at_midnight_utc_or_timestamps_with_offset():
+    import datetime as dt
+
+    from operators.trustfile_sync import start_of_param
+
+    assert start_of_param("2026-03-01", "start") == dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    assert start_of_param("2026-03-01T08:00:00-05:00", "end").utcoffset() == dt.timedelta(hours=-5)
+    for bad in ("2026-13-01", "2026-03-01T08:00:00", "soon", ""):
+        with pytest.raises(ValueError):
+            start_of_param(bad, "start")

@@ -9,16 +9,16 @@ in trustfile.errors, which TrustFile reads through GET /errors.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 
 from etl import db, watermarks
-from etl.encryption import decrypt
-from etl.trustfile import status
-from etl.trustfile.model import Address
+from etl.trustfile import connections, status
+from etl.trustfile.model import Address, start_of
+from etl.trustfile.reports import ErrorType
 from etl.trustfile.sync import Budget, ConnectionGone, SyncJob, SyncReport, run_backfill, run_sync
 from hooks.trustfile import TrustFileHook
 from hooks.vendor_http import VendorApiError, register_secret
+from operators.incremental_load import parse_cursor
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,13 @@ def due_connections() -> list[str]:
 
 
 def build_job(conn, connection_id: str) -> SyncJob:
-    row = conn.execute(
-        "SELECT start_date, host_system, host_identifier, host_credentials, company_token, synced_from "
-        "FROM trustfile.connections WHERE connection_id = %s", (connection_id,)).fetchone()
+    settings = connections.sync_settings(conn, connection_id)
     conn.commit()
-    if row is None:
+    if settings is None:
         raise ConnectionGone(f"connection {connection_id} no longer exists (deleted through the API)")
-    start_date, host_system, host_identifier, sealed_credentials, sealed_token, synced_from = row
-    if start_date is None or sealed_credentials is None:
+    if settings.start_date is None or settings.credentials is None:
         raise SyncSetupError(f"connection {connection_id} has no start date or no host authorization yet")
-    credentials = json.loads(decrypt(sealed_credentials))
+    credentials, host_system = settings.credentials, settings.host_system
     if host_system == "qbo":
         from etl.trustfile.hosts.qbo import QboHost
         from hooks.qbo import QboHook
@@ -68,23 +65,23 @@ def build_job(conn, connection_id: str) -> SyncJob:
         from etl.trustfile.hosts.servicetrade import ServiceTradeHost
         from hooks.servicetrade import ServiceTradeHook
 
-        host = ServiceTradeHost(ServiceTradeHook(credentials["airflow_conn_id"]), account=host_identifier)
+        host = ServiceTradeHost(ServiceTradeHook(credentials["airflow_conn_id"]), account=settings.host_identifier)
     else:
         raise SyncSetupError(f"connection {connection_id}: unknown host system {host_system!r}")
     target = connection_id
-    if sealed_token is not None:   # the company token addresses the company's data: kept out of logs
-        target = decrypt(sealed_token)
+    if settings.company_token is not None:   # the company token addresses the company's data: kept out of logs
+        target = settings.company_token
         register_secret(target)
     trustfile = TrustFileHook()
     company = trustfile.get_company(target)
     address = company.get("address") or {}
     fallback = Address(line1=address.get("line1"), city=address.get("city"), state=address.get("state"),
                        zip=address.get("zip"))
-    return SyncJob(connection_id, start_date, host, trustfile, target, fallback if fallback.complete else None,
-                   synced_from)
+    return SyncJob(connection_id, settings.start_date, host, trustfile, target,
+                   fallback if fallback.complete else None, settings.synced_from)
 
 
-def error_type(exc: BaseException) -> status.ErrorType:
+def error_type(exc: BaseException) -> ErrorType:
     """TrustFile refusing our token is the whole integration's problem; a host refusing is one connection's."""
     if isinstance(exc, VendorApiError):
         if exc.vendor == TrustFileHook.vendor:
@@ -148,12 +145,9 @@ def start_of_param(value: str | None, name: str) -> dt.datetime:
     """A date (yyyy-mm-dd, midnight UTC) or an ISO 8601 timestamp with offset."""
     if not value:
         raise ValueError(f"a backfill needs the {name} param")
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"param {name}={value!r} is not a date (yyyy-mm-dd) or an ISO 8601 timestamp") from None
-    if moment.tzinfo is None:
-        if len(value) != 10:
-            raise ValueError(f"param {name}={value!r} needs a UTC offset, e.g. 2026-03-01T00:00:00+00:00")
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment
+    if len(value) == 10:
+        try:
+            return start_of(dt.date.fromisoformat(value))
+        except ValueError:
+            raise ValueError(f"param {name}={value!r} is not a date (yyyy-mm-dd)") from None
+    return parse_cursor("timestamp", value, field=name)

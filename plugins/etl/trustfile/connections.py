@@ -195,11 +195,34 @@ def _consent_outcome(conn: psycopg.Connection, connection_id: str, action: str, 
     record_activity(conn, connection_id, action)
 
 
+@dataclass(frozen=True)
+class SyncSettings:
+    """What the sync needs of a connection, its secrets decrypted."""
+
+    start_date: dt.date | None
+    host_system: str
+    host_identifier: str | None
+    credentials: dict | None          # QBO: realm_id, refresh_token; ServiceTrade: airflow_conn_id
+    company_token: str | None         # from our signup; None for a connection TrustFile created
+    synced_from: dt.date | None
+
+
+def sync_settings(conn: psycopg.Connection, connection_id: str) -> SyncSettings | None:
+    row = conn.execute(
+        "SELECT start_date, host_system, host_identifier, host_credentials, company_token, synced_from "
+        "FROM trustfile.connections WHERE connection_id = %s", (connection_id,)).fetchone()
+    if row is None:
+        return None
+    start_date, host_system, host_identifier, sealed_credentials, sealed_token, synced_from = row
+    return SyncSettings(start_date, host_system, host_identifier,
+                        json.loads(decrypt(sealed_credentials)) if sealed_credentials is not None else None,
+                        decrypt(sealed_token) if sealed_token is not None else None, synced_from)
+
+
 def host_credentials(conn: psycopg.Connection, connection_id: str) -> dict | None:
-    """The credentials the consent stored (QBO: realm_id, refresh_token), decrypted; None when not authorized."""
-    row = conn.execute("SELECT host_credentials FROM trustfile.connections WHERE connection_id = %s",
-                       (connection_id,)).fetchone()
-    return json.loads(decrypt(row[0])) if row and row[0] is not None else None
+    """The credentials the consent stored, decrypted; None when not authorized."""
+    settings = sync_settings(conn, connection_id)
+    return settings.credentials if settings else None
 
 
 def latest_authorized(conn: psycopg.Connection, host_system: str) -> str | None:

@@ -16,6 +16,11 @@ Kind = Literal["sale", "refund"]
 Status = Literal["active", "voided", "deleted"]
 
 
+def start_of(day: dt.date) -> dt.datetime:
+    """Midnight UTC of `day`: how start dates and date windows become timestamps."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+
+
 def money(value) -> Decimal:
     """A source amount (float, int, str or Decimal) as Decimal cents, exactly as written."""
     if value is None:

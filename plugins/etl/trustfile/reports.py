@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import psycopg
 
-ERROR_TYPES = ("INTEGRATION", "CONNECTION", "SYSTEM")
+from etl.trustfile.model import start_of
+
+ErrorType = Literal["INTEGRATION", "CONNECTION", "SYSTEM"]
+ERROR_TYPES: tuple[str, ...] = get_args(ErrorType)
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,7 @@ class BadItem:
 
 
 def _utc_day(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
-    return start, start + dt.timedelta(days=1)
+    return start_of(day), start_of(day + dt.timedelta(days=1))
 
 
 def errors_on(conn: psycopg.Connection, day: dt.date) -> list[ErrorEntry]:

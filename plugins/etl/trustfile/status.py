@@ -3,14 +3,13 @@ and the errors listed by GET /errors."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
 
 import psycopg
 
 from etl.ledger import redact_text
 from etl.trustfile.connections import record_activity
+from etl.trustfile.reports import ErrorType
 
-ErrorType = Literal["INTEGRATION", "CONNECTION", "SYSTEM"]
 MESSAGE_LIMIT = 1000
 
 

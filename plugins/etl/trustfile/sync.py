@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from etl import ledger, loader, watermarks
 from etl.tables import TargetTable
 from etl.trustfile.hosts.base import Document, HostSystem
-from etl.trustfile.model import Address, Transaction, Unreconciled, item_id
+from etl.trustfile.model import Address, Transaction, Unreconciled, item_id, start_of
 from hooks.trustfile import MAX_ITEMS_PER_CALL, TrustFileHook
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,6 @@ class SyncReport:
 
 def item_hash(item: dict) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def start_of(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
 
 def row_of(connection_id: str, transaction: Transaction) -> tuple:
