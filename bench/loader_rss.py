@@ -10,7 +10,7 @@ from etl import db, loader
 from etl.tables import TargetTable
 
 
-def _high_water_mb() -> float:
+def high_water_mb() -> float:
     """VmHWM: this process's peak RSS. (ru_maxrss survives execve and would report the parent's.)"""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -20,11 +20,11 @@ def _high_water_mb() -> float:
 
 def main(url: str, n: int) -> None:
     reset_table(url, "rss")
-    baseline = _high_water_mb()
+    baseline = high_water_mb()
     with db.connect(url) as conn:
         loader.upsert(conn, TargetTable("bench", "rss", COLUMNS), (make_row(i) for i in range(n)))
         conn.commit()
-    peak = _high_water_mb()
+    peak = high_water_mb()
     print(json.dumps({"peak_rss_mb": peak, "baseline_rss_mb": baseline}))
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from bench.loader_rss import _high_water_mb
+from bench.loader_rss import high_water_mb
 from etl import db
 from etl.encryption import encrypt
 from etl.trustfile.sync import Budget, run_sync
@@ -21,12 +21,12 @@ def main(url: str, connection_id: str, realm: str) -> None:
         conn.execute("INSERT INTO trustfile.connections (connection_id, enabled, start_date, host_identifier, "
                      "host_credentials) VALUES (%s, true, '2026-01-01', %s, %s)", (connection_id, realm, credentials))
         conn.commit()
-        baseline = _high_water_mb()
+        baseline = high_water_mb()
         started = time.monotonic()
         budget = Budget(window=dt.timedelta(days=3650), max_documents=10**9)
         report = run_sync(conn, build_job(conn, connection_id), run_id="bench", budget=budget)
         seconds = time.monotonic() - started
-    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(_high_water_mb(), 1),
+    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(high_water_mb(), 1),
                       "baseline_rss_mb": round(baseline, 1), "report": report.as_dict()}))
 
 
