@@ -129,7 +129,8 @@ def peak_rss_of_streaming_upsert(url: str, n: int) -> dict:
 def main(n: int) -> dict:
     import pandas
 
-    print(f"loader benchmark: {n:,} rows, PostgreSQL {'from BENCH_DATABASE_URL' if os.environ.get('BENCH_DATABASE_URL') else 'embedded'}", flush=True)
+    source = "from BENCH_DATABASE_URL" if os.environ.get("BENCH_DATABASE_URL") else "embedded"
+    print(f"loader benchmark: {n:,} rows, PostgreSQL {source}", flush=True)
     rows = build_rows(n)
     with bench_database() as url:
         os.environ["AIRFLOW_CONN_BENCH_DB"] = url
@@ -137,7 +138,8 @@ def main(n: int) -> dict:
 
         for binary in (True, False):
             reset_table(url, "raw")
-            results[f"raw COPY ({'binary' if binary else 'text'})"] = timed(lambda: raw_copy(url, rows, binary))
+            raw_label = f"raw COPY ({'binary' if binary else 'text'})"
+            results[raw_label] = timed(lambda binary=binary: raw_copy(url, rows, binary))
         raw_best = min(results.values())
 
         reset_table(url, "upsert")
@@ -162,7 +164,7 @@ def main(n: int) -> dict:
         calibration = {}
         for label, mode in insert_rows_modes().items():
             reset_table(url, "hook")
-            calibration[label] = timed(lambda: hook_insert_rows(sample, mode))
+            calibration[label] = timed(lambda mode=mode: hook_insert_rows(sample, mode))
         best_mode = min(calibration, key=calibration.get)
         print(f"insert_rows calibration on {len(sample):,} rows: "
               + ", ".join(f"{k} {len(sample) / v:,.0f} rows/s" for k, v in calibration.items()), flush=True)
@@ -183,7 +185,8 @@ def main(n: int) -> dict:
     print(f"\nupsert vs raw COPY (best): {raw_best / upsert_seconds:.2f}x its speed (target >= 0.40)")
     hook_key = next(k for k in results if k.startswith("insert_rows"))
     print(f"upsert vs insert_rows:     {results[hook_key] / upsert_seconds:.2f}x faster (target >= 2.5)")
-    print(f"upsert vs to_sql:          {results['pandas to_sql (default method)'] / upsert_seconds:.2f}x faster (target >= 3)")
+    print(f"upsert vs to_sql:          {results['pandas to_sql (default method)'] / upsert_seconds:.2f}x faster "
+          "(target >= 3)")
     print(f"counts, first run: {first_counts.as_dict()}; no-change rerun: {second_counts.as_dict()}")
     for label, figures in rss.items():
         print(f"loader peak RSS streaming {label}: {figures['peak_rss_mb']:.0f} MB "

@@ -89,14 +89,15 @@ def main() -> dict:
                 "AIRFLOW_CONN_TRUSTFILE_DEFAULT": json.dumps({
                     "conn_type": "trustfile", "host": f"{sandbox_url}/trustfile", "password": tf_sandbox.TOKEN}),
             })
-            for n, (size, connection_id, realm) in enumerate(zip(sizes, tf_sandbox.SEEDED_CONNECTIONS,
-                                                                 qbo_sandbox.REALMS)):
+            for _n, (size, connection_id, realm) in enumerate(zip(sizes, tf_sandbox.SEEDED_CONNECTIONS,
+                                                                  qbo_sandbox.REALMS, strict=False)):
                 figures = run_size(url, sandbox_url, env, size, connection_id, realm)
                 results.append(figures)
                 print(f"{size:>9,} documents: {figures['seconds']:7.1f} s ({size / figures['seconds']:,.0f}/s; extract "
                       f"{figures['report']['extract_seconds']:.1f} s, push {figures['report']['push_seconds']:.1f} s), "
                       f"QBO query calls {figures['qbo_query_calls']} (minimum {figures['qbo_query_minimum']}) "
-                      f"+ {figures['qbo_cdc_calls']} CDC + {figures['qbo_token_calls']} token, TrustFile push calls {figures['trustfile_push_calls']} "
+                      f"+ {figures['qbo_cdc_calls']} CDC + {figures['qbo_token_calls']} token, "
+                      f"TrustFile push calls {figures['trustfile_push_calls']} "
                       f"(minimum {figures['trustfile_push_minimum']}), items in TrustFile "
                       f"{figures['trustfile_items']:,}, peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
     finally:

@@ -10,8 +10,8 @@ import time
 from bench.loader_rss import high_water_mb
 from etl import db
 from etl.encryption import encrypt
-from etl.trustfile.sync import Budget, run_sync
-from operators.trustfile_sync import build_job
+from integrations.trustfile.sync import Budget, run_sync
+from integrations.trustfile.tasks import build_job
 from sandbox import qbo as qbo_sandbox
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from operators.dag_defaults import START_DATE, default_args
 from notifiers.on_call import OnCallNotifier
+from operators.dag_defaults import START_DATE, default_args
 
 DOC = """
 ### integrations_maintenance
@@ -43,19 +43,19 @@ On failure: see `docs/runbook.md`, section *integrations_maintenance*.
 def integrations_maintenance():
     @task
     def close_abandoned_runs(params=None, run_id=None) -> int:
-        from operators.maintenance import close_abandoned
+        from etl.maintenance import close_abandoned
 
         return close_abandoned(params["abandoned_after_hours"], run_id)
 
     @task
     def prune_ledger(params=None, run_id=None) -> int:
-        from operators.maintenance import prune
+        from etl.maintenance import prune
 
         return prune(params["retention_days"], run_id)
 
     @task
     def report_watermark_lag(params=None) -> list[dict]:
-        from operators.maintenance import report_lag
+        from etl.maintenance import report_lag
 
         return report_lag(params["max_lag_hours"])
 

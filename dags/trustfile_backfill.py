@@ -43,7 +43,7 @@ trigger it again when that run ends.
 def trustfile_backfill():
     @task(pool="trustfile_sync")
     def backfill_connection(**context) -> dict:
-        from operators.trustfile_sync import backfill
+        from integrations.trustfile.tasks import backfill
 
         return backfill(context)
 

@@ -42,19 +42,20 @@ its status message (`GET /extractor/connections/{id}`); see `docs/integrations/t
                                          "servicetrade: its login is the Airflow connection below."),
         "host_connection_id": Param(None, type=["null", "string"],
                                     description="ServiceTrade only: the Airflow connection (type servicetrade) "
-                                                "holding the company's ServiceTrade login; default servicetrade_default."),
+                                                "holding the company's ServiceTrade login; "
+                                                "default servicetrade_default."),
     },
 )
 def trustfile_provision():
     @task
     def register_connection(params=None) -> str:
-        from operators.trustfile_provisioning import register
+        from integrations.trustfile.provisioning import register
 
         return register(params)
 
     @task
     def sign_up_company(connection_id: str, params=None) -> str:
-        from operators.trustfile_provisioning import sign_up
+        from integrations.trustfile.provisioning import sign_up
 
         return sign_up(connection_id, params)
 

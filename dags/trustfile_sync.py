@@ -42,7 +42,7 @@ failures are also listed by `GET /extractor/errors`. Runbook: `docs/integrations
 def trustfile_sync():
     @task
     def due_connections() -> list[str]:
-        from operators.trustfile_sync import due_connections
+        from integrations.trustfile.tasks import due_connections
 
         return due_connections()
 
@@ -50,7 +50,7 @@ def trustfile_sync():
     def sync_connection(connection_id: str) -> dict:
         from airflow.sdk import get_current_context
 
-        from operators.trustfile_sync import sync
+        from integrations.trustfile.tasks import sync
 
         context = get_current_context()
         context["connection_id"] = connection_id     # names the mapped task in the UI

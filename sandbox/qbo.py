@@ -1,4 +1,4 @@
-"""QuickBooks Online, as our hook meets it (vendors.md §6).
+"""QuickBooks Online, as our hook meets it (docs/integrations/quickbooks-online.md).
 
 - OAuth token endpoint with real rotation: each refresh issues a new refresh token and the old one
   stops working (after `refresh_grace_seconds`, 0 by default: the harshest reading of the docs);
@@ -82,7 +82,7 @@ def throttled(status: int = 429) -> Response:
 class _Realms:
     """`sandbox.data[realm]`, generating a company's records on first access."""
 
-    def __init__(self, sandbox: "QboSandbox") -> None:
+    def __init__(self, sandbox: QboSandbox) -> None:
         self.sandbox = sandbox
 
     def __getitem__(self, realm: str) -> dict[str, list[dict]]:
@@ -125,7 +125,7 @@ class QboSandbox:
         self._index: dict[tuple[str, str], tuple[list, list]] = {}  # (realm, entity) -> (sort keys, rows)
 
     @property
-    def data(self) -> "_Realms":
+    def data(self) -> _Realms:
         return _Realms(self)
 
     def realm_data(self, realm: str) -> dict[str, list[dict]]:
@@ -351,8 +351,8 @@ class QboSandbox:
 
     def _issue_tokens(self, realm: str) -> dict:
         """A new access + refresh token pair for `realm` (caller holds the state lock)."""
-        new_refresh = "RT1-%032x" % self.state.random.getrandbits(128)
-        new_access = "AT1-%064x" % self.state.random.getrandbits(256)
+        new_refresh = f"RT1-{self.state.random.getrandbits(128):032x}"
+        new_access = f"AT1-{self.state.random.getrandbits(256):064x}"
         self.refresh_tokens[new_refresh] = (realm, None)
         self.access_tokens[new_access] = (realm, self.now() + ACCESS_SECONDS)
         return {"token_type": "bearer", "expires_in": ACCESS_SECONDS, "refresh_token": new_refresh,
@@ -390,7 +390,7 @@ class QboSandbox:
         if self.consent_denied:
             return back(error="access_denied")
         with self.state.lock:
-            code = "AB11%048x" % self.state.random.getrandbits(192)
+            code = f"AB11{self.state.random.getrandbits(192):048x}"
             self.codes[code] = (self.consent_realm, redirect_uri, self.now() + CODE_SECONDS)
             self.consents += 1
             realm = self.consent_realm

@@ -1,4 +1,4 @@
-"""ServiceTrade's session API (vendors.md §2): what our hook must survive.
+"""ServiceTrade's session API (docs/integrations/servicetrade.md): what our hook must survive.
 
 - `POST /api/auth` opens a session (`authToken`, also set as the PHPSESSID cookie); a user keeps at
   most `max_sessions` of them and the oldest is evicted silently: its next call answers 401.
@@ -118,8 +118,8 @@ class ServiceTradeSandbox:
             lines = [("Labor", LABOR, Decimal(rng.randrange(2, 13)) / 2, Decimal("95.00"), False)]
             for _ in range(rng.randrange(3)):
                 part = rng.choice(PARTS)
-                lines.append((part["name"], part, Decimal(rng.randrange(1, 5)), Decimal(rng.randrange(500, 40_000)) / 100,
-                              True))
+                lines.append((part["name"], part, Decimal(rng.randrange(1, 5)),
+                              Decimal(rng.randrange(500, 40_000)) / 100, True))
             if rng.random() < 0.5:
                 lines.append(("Trip charge", TRIP, Decimal(1), Decimal("49.00"), False))
         return [{"id": first_id + k, "description": description, "libItem": lib_item, "quantity": float(quantity),
@@ -172,7 +172,7 @@ class ServiceTradeSandbox:
             if not ok:
                 return _error(403, "Invalid username or password")
             with self.state.lock:
-                token = "%032x" % self.state.random.getrandbits(128)
+                token = f"{self.state.random.getrandbits(128):032x}"
                 self.sessions[token] = USERNAME
                 self.sessions_opened += 1
                 while len(self.sessions) > self.max_sessions:

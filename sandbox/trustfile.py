@@ -1,4 +1,4 @@
-"""Avalara TrustFile as the extractor sees it: the v3 Items API and the v4 signup (vendors.md §5).
+"""Avalara TrustFile as the extractor sees it: the v3 Items API and the v4 signup (docs/integrations/trustfile.md).
 
 Faithful where it hurts: a batch is all or nothing (one bad item and `processed` is 0, with one
 error per fault in ajv's format), at most 1000 items per call, upsert by (itemId, refund), 401
@@ -38,7 +38,8 @@ def _validate(items: list) -> list[dict]:
         for name in REQUIRED:
             if name not in item:
                 errors.append({"keyword": "required", "dataPath": path,
-                               "message": f"should have required property '{name}'", "params": {"missingProperty": name}})
+                               "message": f"should have required property '{name}'",
+                               "params": {"missingProperty": name}})
         for name in NUMBER_FIELDS:
             if name in item and (isinstance(item[name], bool) or not isinstance(item[name], (int, float))):
                 errors.append({"keyword": "type", "dataPath": f"{path}.{name}", "message": "should be number",

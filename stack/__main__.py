@@ -151,7 +151,7 @@ def up() -> int:
             time.sleep(1)
     except KeyboardInterrupt:
         say("\ninterrupted while starting")
-    except Exception as exc:  # a component died or never came up: say which, then clean up
+    except Exception as exc:  # noqa: BLE001 - top-level guard: a component died or never came up; say which, clean up
         say(f"\nstack failed: {exc}", error=True)
         return_code = 1
     finally:

@@ -32,7 +32,8 @@ def platform_connections(integrations_url: str) -> dict[str, dict]:
     return {"integrations_db": integrations_db_connection(integrations_url)}
 
 
-SANDBOX_DESCRIPTION = "Local vendor sandbox, written by make up. Replace it with the vendor's real credentials (docs/integrations/)."
+SANDBOX_DESCRIPTION = ("Local vendor sandbox, written by make up. "
+                       "Replace it with the vendor's real credentials (docs/integrations/).")
 
 
 def sandbox_connections(sandbox_url: str) -> dict[str, dict]:

@@ -11,10 +11,9 @@ import os
 import platform
 import pwd
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 with warnings.catch_warnings():
     # The package resolves a runtime dir at import (for its own server API, unused here) and
@@ -75,7 +74,7 @@ class EmbeddedPostgres:
         )
         return result.returncode == 0
 
-    def start(self, *, server_options: tuple[str, ...] = ()) -> "EmbeddedPostgres":
+    def start(self, *, server_options: tuple[str, ...] = ()) -> EmbeddedPostgres:
         """Initialise the data folder when new, then start the server unless it already runs."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._prepare_permissions()

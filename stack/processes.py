@@ -66,7 +66,8 @@ class ProcessGroup:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
-                raise ComponentDied(f"{name} exited with code {process.returncode}; last log lines:\n  " + "\n  ".join(tail))
+                raise ComponentDied(f"{name} exited with code {process.returncode}; last log lines:\n  "
+                                    + "\n  ".join(tail))
 
     def stop_all(self) -> None:
         stop_recorded(self.pid_file, quiet=True)

@@ -44,7 +44,7 @@ os.environ.update(
             {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
              "kwargs": {"path": str(ROOT / "dags")}},
             {"name": "test-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-             "kwargs": {"path": str(ROOT / "tests" / "dags")}},
+             "kwargs": {"path": str(ROOT / "tests" / "dag_bundle")}},
         ]),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _with_database(SERVER_URL, AIRFLOW_DB).replace(
             "postgresql://", "postgresql+psycopg2://", 1
@@ -188,6 +188,23 @@ class SandboxControl:
     def requests(self, vendor: str) -> list[dict]:
         return self._call("GET", f"/requests?vendor={vendor}")["requests"]
 
+    def trustfile_items(self, connection_id: str, item_id: str) -> list[dict]:
+        """What TrustFile holds under an itemId (sale and/or refund), read as TrustFile's own API answers."""
+        import urllib.error
+        import urllib.request
+
+        from sandbox import trustfile as trustfile_sandbox
+
+        request = urllib.request.Request(f"{self.url}/trustfile/v3/connections/{connection_id}/items/{item_id}",
+                                         headers={"Authorization": f"Bearer {trustfile_sandbox.TOKEN}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())["items"]
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and b"Item not found" in error.read():
+                return []
+            raise
+
 
 @pytest.fixture
 def sandbox(sandbox_url):
@@ -248,7 +265,7 @@ def serve(db_url, clean_db):
     import uvicorn
     from fastapi import FastAPI
 
-    from extractor_api.app import create_app
+    from integrations.trustfile.api.app import create_app
 
     servers = []
 

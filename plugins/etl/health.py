@@ -24,7 +24,8 @@ class ScopeHealth:
         last = self.last_success_at.isoformat(timespec="seconds") if self.last_success_at else "never"
         paused = f"  paused: {self.paused_reason}" if self.paused_reason else ""
         return (f"{self.pipeline:<32} {self.scope:<24} lag {self.lag_hours:8.1f} h  cursor {self.cursor:<32} "
-                f"last success {last:<25} ({self.hours_since_success or 0:.1f} h ago) failures {self.failures_since_success:>3}  quarantined 7d {self.quarantined_7d}{paused}")
+                f"last success {last:<25} ({self.hours_since_success or 0:.1f} h ago) "
+                f"failures {self.failures_since_success:>3}  quarantined 7d {self.quarantined_7d}{paused}")
 
 
 def watermark_lag(conn: psycopg.Connection) -> list[ScopeHealth]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,13 +19,13 @@ from typing import Any, Literal
 import psycopg
 
 from etl import ledger, loader, watermarks
+from etl.progress import Progress
 from etl.tables import TargetTable
 from etl.watermarks import CursorKind
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["incremental", "backfill"]
-PROGRESS_SECONDS = 30
 
 
 class Reject(Exception):
@@ -100,45 +99,32 @@ def _run(conn, source: IncrementalSource, scope, run_id, mode, window, task_id, 
         window_end=watermarks.render(window.end) if window.end is not None else None,
         watermark_before=before,
     )
-    ledger_id = ledger.open_run(conn, info)
-    log.info("%s %s/%s: window %s .. %s, ledger row %d", mode, source.pipeline, scope,
-             info.window_start, info.window_end or "now", ledger_id)
-    try:
-        with conn.transaction():
-            counts, after = _load(conn, source, scope, window, ledger_id, run_id, mode)
-    except BaseException as exc:  # KeyboardInterrupt too: Airflow stops tasks with SIGINT first
-        _record_failure(conn, ledger_id, exc)
-        raise
-    log.info("%s %s/%s done: %s, watermark %s -> %s", mode, source.pipeline, scope, counts.as_dict(), before, after)
-    return LoadReport(ledger_id, source.pipeline, scope, mode, before, after, counts.as_dict())
+    with ledger.ledgered_run(conn, info) as run:
+        log.info("%s %s/%s: window %s .. %s, ledger row %d", mode, source.pipeline, scope,
+                 info.window_start, info.window_end or "now", run.id)
+        _load(conn, source, scope, window, run, run_id, mode)
+    log.info("%s %s/%s done: %s, watermark %s -> %s", mode, source.pipeline, scope, run.counts.as_dict(), before,
+             run.watermark_after)
+    return LoadReport(run.id, source.pipeline, scope, mode, before, run.watermark_after, run.counts.as_dict())
 
 
-def _load(conn, source: IncrementalSource, scope, window: Window, ledger_id, run_id, mode):
-    counts = ledger.RunCounts()
+def _load(conn, source: IncrementalSource, scope, window: Window, run: ledger.LedgeredRun, run_id, mode) -> None:
+    """Inside the run's transaction: extract, transform, upsert, quarantine, advance the watermark."""
+    counts = run.counts
     rejects = ledger.QuarantineBuffer(source.pipeline, scope)
     high = _HighWater(source.cursor_kind)
     rows = _transformed(source, source.extract(scope, window), counts, rejects, high)
     upserted = loader.upsert(conn, source.target, rows)
     counts.inserted, counts.updated, counts.unchanged = upserted.inserted, upserted.updated, upserted.unchanged
-    counts.quarantined = rejects.flush(conn, ledger_id)
-    after = None
-    if mode == "incremental":
-        if high.value is not None:
-            moved = watermarks.advance(conn, source.pipeline, scope, source.cursor_kind, high.value, run_id=run_id)
-            after = watermarks.render(moved.value)
-        else:
-            current = watermarks.read(conn, source.pipeline, scope)
-            after = watermarks.render(current.value) if current else None
-    ledger.close_run(conn, ledger_id, counts, watermark_after=after)
-    return counts, after
-
-
-def _record_failure(conn: psycopg.Connection, ledger_id: int, exc: BaseException) -> None:
-    try:
-        conn.rollback()
-        ledger.fail_run(conn, ledger_id, f"{type(exc).__name__}: {exc}")
-    except psycopg.Error:  # the database itself is what failed; the task's error says so
-        log.exception("could not mark ledger row %d failed", ledger_id)
+    counts.quarantined = rejects.flush(conn, run.id)
+    if mode != "incremental":
+        return
+    if high.value is not None:
+        moved = watermarks.advance(conn, source.pipeline, scope, source.cursor_kind, high.value, run_id=run_id)
+        run.watermark_after = watermarks.render(moved.value)
+    else:
+        current = watermarks.read(conn, source.pipeline, scope)
+        run.watermark_after = watermarks.render(current.value) if current else None
 
 
 class _HighWater:
@@ -175,7 +161,7 @@ class _HighWater:
 
 def _transformed(source: IncrementalSource, records: Iterable[Any], counts: ledger.RunCounts,
                  rejects: ledger.QuarantineBuffer, high: _HighWater) -> Iterator[Sequence]:
-    last_report = time.monotonic()
+    progress = Progress(log)
     for record in records:
         counts.read += 1
         try:
@@ -188,15 +174,13 @@ def _transformed(source: IncrementalSource, records: Iterable[Any], counts: ledg
             continue
         high.see(source.cursor_of(record))
         yield row
-        if time.monotonic() - last_report >= PROGRESS_SECONDS:
-            log.info("%s/%s: %d records read, %d quarantined so far", source.pipeline, rejects.scope,
-                     counts.read, rejects.count)
-            last_report = time.monotonic()
+        progress.tick("%s/%s: %d records read, %d quarantined so far", source.pipeline, rejects.scope,
+                      counts.read, rejects.count)
 
 
 def _safe_call(getter: Callable[[Any], Any], record: Any, *, convert: bool = True) -> Any:
     try:
         value = getter(record)
-    except Exception:  # a record too malformed to have a key or cursor is still quarantined
+    except Exception:  # noqa: BLE001 - a record too malformed to have a key or cursor is still quarantined
         return None
     return str(value) if convert and value is not None else value

@@ -6,12 +6,16 @@ they describe) or as `failed` in a fresh transaction after the load rolled back.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
+
+log = logging.getLogger(__name__)
 
 ERROR_TEXT_LIMIT = 4000
 
@@ -55,18 +59,17 @@ def open_run(conn: psycopg.Connection, info: RunInfo) -> int:
         ).fetchone()[0]
 
 
-def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *,
-              watermark_after: str | None, window_end: str | None = None) -> None:
+def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *, watermark_after: str | None) -> None:
     """Mark the run `success` inside the caller's (load) transaction."""
     conn.execute(
         """
         UPDATE etl.run_ledger SET status = 'success', finished_at = clock_timestamp(),
                rows_read = %s, rows_inserted = %s, rows_updated = %s, rows_unchanged = %s,
-               rows_quarantined = %s, watermark_after = %s, window_end = coalesce(%s, window_end)
+               rows_quarantined = %s, watermark_after = %s
          WHERE id = %s
         """,
         (counts.read, counts.inserted, counts.updated, counts.unchanged, counts.quarantined,
-         watermark_after, window_end, ledger_id),
+         watermark_after, ledger_id),
     )
 
 
@@ -77,6 +80,45 @@ def fail_run(conn: psycopg.Connection, ledger_id: int, error: str) -> None:
             "UPDATE etl.run_ledger SET status = 'failed', finished_at = clock_timestamp(), error = %s WHERE id = %s",
             (redact_text(error)[:ERROR_TEXT_LIMIT], ledger_id),
         )
+
+
+@dataclass
+class LedgeredRun:
+    """The open ledger row of a `ledgered_run`: the body fills in what the row is closed with."""
+
+    id: int
+    counts: RunCounts = field(default_factory=RunCounts)
+    watermark_after: str | None = None
+
+
+@contextlib.contextmanager
+def ledgered_run(conn: psycopg.Connection, info: RunInfo, *, atomic: bool = True) -> Iterator[LedgeredRun]:
+    """Open `info`'s ledger row (committed at once: on-call sees it `running`) and close it with what the
+    body recorded on the yielded run.
+
+    atomic: the body runs in one transaction and the row is closed as `success` inside it, so the
+    counts commit with the rows they describe. Not atomic: the body commits as it goes (batched
+    deletes) and the row is closed after it. On any exception, KeyboardInterrupt included (Airflow
+    stops tasks with SIGINT first), the body's transaction rolls back, the row is marked `failed` with
+    the error in a transaction of its own, and the exception goes on.
+    """
+    run = LedgeredRun(open_run(conn, info))
+    try:
+        if atomic:
+            with conn.transaction():
+                yield run
+                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after)
+        else:
+            yield run
+            with conn.transaction():
+                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after)
+    except BaseException as exc:
+        try:
+            conn.rollback()
+            fail_run(conn, run.id, f"{type(exc).__name__}: {exc}")
+        except psycopg.Error:  # the database itself is what failed; the task's error says so
+            log.exception("could not mark ledger row %d failed", run.id)
+        raise
 
 
 def redact_text(text: str) -> str:

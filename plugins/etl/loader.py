@@ -3,13 +3,13 @@
 Rows travel in PostgreSQL's binary COPY format with the column types declared up front, so
 psycopg's C encoder does the per-row work and the server does no text parsing. The staging
 table is a temporary table that drops at commit; the upsert only rewrites a row whose values
-changed, so a re-run of the same data writes nothing. Needs PostgreSQL 15 or newer (MERGE). Runs inside the caller's transaction:
-the caller commits rows, watermark and ledger together.
+changed, so a re-run of the same data writes nothing. Needs PostgreSQL 15 or newer (MERGE). Runs
+inside the caller's transaction: the caller commits rows, watermark and ledger together.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -46,9 +46,8 @@ def upsert(conn: psycopg.Connection, table: TargetTable, rows: Iterable[Sequence
     staging = sql.Identifier(f"_staging_{table.name}")
     columns = sql.SQL(", ").join(map(sql.Identifier, table.columns))
     conn.execute(
-        sql.SQL("CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT {columns} FROM {target} WITH NO DATA").format(
-            staging=staging, columns=columns, target=table.identifier
-        )
+        sql.SQL("CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT {columns} FROM {target} WITH NO DATA")
+        .format(staging=staging, columns=columns, target=table.identifier)
     )
     staged = _copy_rows(conn, shape, staging, columns, rows)
     if staged == 0:
@@ -59,19 +58,6 @@ def upsert(conn: psycopg.Connection, table: TargetTable, rows: Iterable[Sequence
     counts = UpsertCounts(staged, inserted, updated)
     log.info("upsert %s: %s", table.qualified_name, counts.as_dict())
     return counts
-
-
-def rows_from_frames(frames: Iterable, columns: Sequence[str]) -> Iterator[tuple]:
-    """Tuples in `columns` order from DataFrame chunks (e.g. `read_csv(chunksize=…)`), NaN/NaT as NULL.
-
-    One chunk is converted at a time, so memory stays bounded by the chunk size.
-    """
-    for frame in frames:
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"DataFrame chunk lacks column(s) {missing}")
-        chunk = frame[list(columns)].astype(object)
-        yield from chunk.where(chunk.notna(), None).itertuples(index=False, name=None)
 
 
 def _copy_rows(conn, shape: TableShape, staging, columns, rows: Iterable[Sequence]) -> int:

@@ -87,10 +87,7 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         conn.execute(BOOKKEEPING_DDL)
-        applied = {
-            version: checksum
-            for version, checksum in conn.execute("SELECT version, checksum FROM etl.schema_migrations")
-        }
+        applied = dict(conn.execute("SELECT version, checksum FROM etl.schema_migrations").fetchall())
         missing = sorted(set(applied) - {m.version for m in pending})
         if missing:
             raise MigrationError(
@@ -138,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg.OperationalError as exc:
         print(f"cannot reach the integrations database: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"migrations: {len(applied)} applied" + (f" ({', '.join(m.path.name for m in applied)})" if applied else ", database up to date"))
+    names = f" ({', '.join(m.path.name for m in applied)})" if applied else ", database up to date"
+    print(f"migrations: {len(applied)} applied{names}")
     return 0
 
 

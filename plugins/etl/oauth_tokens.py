@@ -35,10 +35,6 @@ class TokenGrant:
     refresh_expires_in: int | None = None
 
 
-class RefreshRejected(RuntimeError):
-    """The vendor refused the refresh token (expired, revoked, or rotated and lost)."""
-
-
 def _fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

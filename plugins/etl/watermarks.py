@@ -172,7 +172,8 @@ def _write(conn, pipeline, scope, kind, stored, run_id) -> None:
     values = {"ts_value": None, "id_value": None, "json_value": None, _COLUMN[kind]: stored}
     conn.execute(
         """
-        INSERT INTO etl.watermarks (pipeline, scope, cursor_kind, ts_value, id_value, json_value, moved_at, moved_by_run)
+        INSERT INTO etl.watermarks (pipeline, scope, cursor_kind, ts_value, id_value, json_value,
+                                    moved_at, moved_by_run)
         VALUES (%(pipeline)s, %(scope)s, %(kind)s, %(ts_value)s, %(id_value)s, %(json_value)s, now(), %(run_id)s)
         ON CONFLICT (pipeline, scope) DO UPDATE SET
             cursor_kind = EXCLUDED.cursor_kind, ts_value = EXCLUDED.ts_value, id_value = EXCLUDED.id_value,

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 import requests
 
 from etl import db, oauth_tokens
+from hooks.paging import Keyset, Offsets, Page
 from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 
 DEFAULT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
@@ -45,6 +46,10 @@ class CdcAnswer:
     changes: dict[str, list[dict]]
     time: str | None
     capped: bool
+
+
+def _last_updated(row: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
 
 
 def qbo_timestamp(moment: dt.datetime) -> str:
@@ -207,54 +212,33 @@ class QboHook(VendorHttpHook):
         if not 1 <= page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
         base = f"SELECT * FROM {entity}" + (f" WHERE {where}" if where else "") + f" ORDERBY {order_by}"
-        start = 1
-        while True:
-            payload = self.api("POST", "query", data=f"{base} STARTPOSITION {start} MAXRESULTS {page_size}",
-                               headers={"Content-Type": "application/text"}, idempotent=True)
-            if "QueryResponse" not in payload:
-                raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
-                                     hint="unexpected response shape; nothing was loaded")
-            rows = payload["QueryResponse"].get(entity, [])
-            yield from rows
-            if len(rows) < page_size:
-                return
-            start += page_size
+        return Offsets(page_size, first=1).walk(lambda start, size: self._query_page(entity, base, start, size))
 
     def changed_since(self, entity: str, since: dt.datetime, until: dt.datetime | None = None) -> Iterator[dict]:
         """Rows of `entity` with since <= MetaData.LastUpdatedTime < until, oldest first, each once.
 
         Paged by key, not by position: a row updated during the scan moves past `until` (fixed when
         the scan starts, default now) instead of shifting the pages and hiding an unchanged row.
-        QBO's grammar has no OR, so each page restarts at the last timestamp seen and skips the ids
-        already yielded at it; a timestamp shared by a full page is stepped through by position.
+        QBO's grammar has no OR, so each page restarts at the last timestamp seen (see `Keyset`).
         """
         until = until or dt.datetime.now(dt.timezone.utc)
-        cursor, seen_at_cursor, offset = since, set(), 1
-        while True:
-            where = (f"MetaData.LastUpdatedTime >= '{qbo_timestamp(cursor)}' "
-                     f"AND MetaData.LastUpdatedTime < '{qbo_timestamp(until)}'")
-            query = f"SELECT * FROM {entity} WHERE {where} ORDERBY MetaData.LastUpdatedTime"
-            payload = self.api("POST", "query", data=f"{query} STARTPOSITION {offset} MAXRESULTS {PAGE_SIZE}",
-                               headers={"Content-Type": "application/text"}, idempotent=True)
-            if "QueryResponse" not in payload:   # an empty page still has one: this would read as "no changes"
-                raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
-                                     hint="unexpected response shape; nothing was loaded")
-            rows = (payload.get("QueryResponse") or {}).get(entity, [])
-            for row in rows:
-                stamp = dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
-                if stamp == cursor and row["Id"] in seen_at_cursor:
-                    continue
-                if stamp != cursor:
-                    cursor, seen_at_cursor = stamp, set()
-                seen_at_cursor.add(row["Id"])
-                yield row
-            if len(rows) < PAGE_SIZE:
-                return
-            last = dt.datetime.fromisoformat(rows[-1]["MetaData"]["LastUpdatedTime"])
-            first = dt.datetime.fromisoformat(rows[0]["MetaData"]["LastUpdatedTime"])
-            offset = offset + PAGE_SIZE if first == last else 1
 
-    def cdc(self, entities: Sequence[str], changed_since: dt.datetime) -> "CdcAnswer":
+        def page(cursor: dt.datetime, offset: int, size: int) -> Page:
+            query = (f"SELECT * FROM {entity} WHERE MetaData.LastUpdatedTime >= '{qbo_timestamp(cursor)}' "
+                     f"AND MetaData.LastUpdatedTime < '{qbo_timestamp(until)}' ORDERBY MetaData.LastUpdatedTime")
+            return self._query_page(entity, query, offset, size)
+
+        return Keyset(PAGE_SIZE, key_of=_last_updated, id_of=lambda row: row["Id"]).walk(page, since)
+
+    def _query_page(self, entity: str, query: str, start: int, size: int) -> Page:
+        payload = self.api("POST", "query", data=f"{query} STARTPOSITION {start} MAXRESULTS {size}",
+                           headers={"Content-Type": "application/text"}, idempotent=True)
+        if "QueryResponse" not in payload:   # an empty page still has one: this would read as "no changes"
+            raise VendorApiError(self.vendor, "POST", "query", 200, f"no QueryResponse in {sorted(payload)}",
+                                 hint="unexpected response shape; nothing was loaded")
+        return Page((payload.get("QueryResponse") or {}).get(entity, []))
+
+    def cdc(self, entities: Sequence[str], changed_since: dt.datetime) -> CdcAnswer:
         """Change data capture (≤ 30 days back); deleted rows carry status Deleted.
 
         QBO answers at most 1000 objects: `capped` says the answer may be incomplete, and the
@@ -305,11 +289,12 @@ class QboHook(VendorHttpHook):
             fault = body.get("Fault") or body.get("fault")
             detail = self._fault_text(fault) if fault else text
         throttled = "ThrottleExceeded" in detail   # 429 today, 403 in older answers; never a Retry-After
-        error = VendorApiError(self.vendor, method, url, 429 if throttled else response.status_code, detail,
-                               hint="QBO throttling (about 500 requests a minute per company); retried after "
-                                    f"{self.throttle_wait_seconds:g} s" if throttled else self.hint_for(response.status_code))
-        error.retry_after = self.throttle_wait_seconds if throttled else None
-        return error
+        if not throttled:
+            return VendorApiError(self.vendor, method, url, response.status_code, detail,
+                                  hint=self.hint_for(response.status_code))
+        return VendorApiError(self.vendor, method, url, 429, detail, retry_after=self.throttle_wait_seconds,
+                              hint="QBO throttling (about 500 requests a minute per company); retried after "
+                                   f"{self.throttle_wait_seconds:g} s")
 
     def _fault_error(self, method, url, status, fault) -> VendorApiError:
         return VendorApiError(self.vendor, method, url, status, self._fault_text(fault),
@@ -318,6 +303,6 @@ class QboHook(VendorHttpHook):
     @staticmethod
     def _fault_text(fault: dict) -> str:
         errors = fault.get("Error") or fault.get("error") or []
-        parts = [f"{e.get('code', '?')} {e.get('Message') or e.get('message', '')}: {e.get('Detail') or e.get('detail', '')}"
-                 for e in errors]
+        parts = [f"{e.get('code', '?')} {e.get('Message') or e.get('message', '')}: "
+                 f"{e.get('Detail') or e.get('detail', '')}" for e in errors]
         return f"{fault.get('type', 'Fault')}: " + "; ".join(parts)

@@ -8,24 +8,22 @@ Connection `servicetrade_default` (type `servicetrade`; one connection per custo
 ServiceTrade keeps a few sessions per user and silently evicts the oldest, so every unit of work
 opens its own session and always closes it (`with hook.transaction():`), and a 401 in the
 middle (our session was evicted by another login of the same user) re-authenticates once.
-The job list answers only `scheduled` jobs unless told otherwise: `list_jobs` always names the
-statuses it wants.
+The job list answers only `scheduled` jobs unless its `status` parameter names others: a job read
+must name every status it wants, canceled included (`all` leaves canceled jobs out).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hooks.paging import Page, PageNumbers
 from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 
 log = logging.getLogger(__name__)
 
-# Every status, canceled included: `all` would silently leave canceled jobs out.
-ALL_JOB_STATUSES = ("new", "canceled", "bidding", "scheduled", "completed", "pending_invoice",
-                    "sending_invoice", "closed")
 PLURAL = {"job": "jobs", "invoice": "invoices", "location": "locations", "company": "companies"}
 PAGE_LIMIT = {"job": 1000, "invoice": 1000, "location": 1000, "company": 500}
 
@@ -53,7 +51,7 @@ class ServiceTradeHook(VendorHttpHook):
     # ---- the session transaction ------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator["ServiceTradeHook"]:
+    def transaction(self) -> Iterator[ServiceTradeHook]:
         """Open a session, yield, and end the session whatever happened inside."""
         self._login()
         try:
@@ -100,22 +98,17 @@ class ServiceTradeHook(VendorHttpHook):
     # ---- lists --------------------------------------------------------------------------------
 
     def paginate(self, entity: str, params: dict[str, Any]) -> Iterator[dict]:
-        """Every record of a list, one page in memory at a time."""
-        page = 1
-        while True:
-            data = self.call("GET", f"/{entity}", params={**params, "page": page, "limit": PAGE_LIMIT[entity]})
+        """Every record of a list, one page in memory at a time (page numbers, `totalPages` in the body)."""
+        def page(number: int, size: int) -> Page:
+            data = self.call("GET", f"/{entity}", params={**params, "page": number, "limit": size})
             data = data.get("data") or {}
             if PLURAL[entity] not in data or "totalPages" not in data:
                 raise VendorApiError(self.vendor, "GET", f"/{entity}", 200,
                                      f"list answer without {PLURAL[entity]!r}/totalPages: {sorted(data)}",
                                      hint="unexpected response shape; nothing was loaded")
-            yield from data[PLURAL[entity]]
-            if page >= int(data["totalPages"]):
-                return
-            page += 1
+            return Page(data[PLURAL[entity]], total_pages=int(data["totalPages"]))
 
-    def list_jobs(self, updated_after: dt.datetime | int, statuses: Sequence[str] = ALL_JOB_STATUSES) -> Iterator[dict]:
-        return self.paginate("job", {"updatedAfter": unix_seconds(updated_after), "status": ",".join(statuses)})
+        return PageNumbers(PAGE_LIMIT[entity]).walk(page)
 
     def list_invoices(self, updated_after: dt.datetime | int,
                       updated_before: dt.datetime | int | None = None) -> Iterator[dict]:
@@ -125,12 +118,6 @@ class ServiceTradeHook(VendorHttpHook):
         if updated_before is not None:
             params["updatedBefore"] = unix_seconds(updated_before)
         return self.paginate("invoice", params)
-
-    def list_locations(self, updated_after: dt.datetime | int) -> Iterator[dict]:
-        return self.paginate("location", {"updatedAfter": unix_seconds(updated_after)})
-
-    def list_companies(self, updated_after: dt.datetime | int) -> Iterator[dict]:
-        return self.paginate("company", {"updatedAfter": unix_seconds(updated_after)})
 
     def check_credentials(self) -> None:
         with self.transaction():

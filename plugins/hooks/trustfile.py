@@ -31,6 +31,12 @@ class PushReport:
     rejected: dict[str, list[str]] = field(default_factory=dict)   # itemId -> TrustFile's messages
 
 
+def _errors_of(exc: VendorApiError) -> list[dict]:
+    """TrustFile's `errors` list from a refused call's JSON body; empty when there is none."""
+    errors = exc.body.get("errors") if isinstance(exc.body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
 def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -96,7 +102,7 @@ class TrustFileHook(VendorHttpHook):
                     return
                 if not bad:
                     unexplained.append(exc)
-                    errors = getattr(exc, "body", {}).get("errors") or []
+                    errors = _errors_of(exc)
                     bad = {0: [str(e.get("message")) for e in errors if e.get("message")] or [exc.detail]}
                 for index, messages in bad.items():
                     report.rejected.setdefault(str(batch[index].get("itemId")), []).extend(messages)
@@ -108,7 +114,7 @@ class TrustFileHook(VendorHttpHook):
     @staticmethod
     def _rejected_items(exc: VendorApiError, batch: list[dict]) -> dict[int, list[str]]:
         """Map TrustFile's per-item errors to batch positions; empty when an error names no item."""
-        errors = getattr(exc, "body", {}).get("errors") or []
+        errors = _errors_of(exc)
         bad: dict[int, list[str]] = {}
         for error in errors:
             where = str(error.get("dataPath") or error.get("instancePath") or "")
@@ -117,20 +123,9 @@ class TrustFileHook(VendorHttpHook):
             if index is None or index >= len(batch):
                 return {}
             field_path = where[match.end():].lstrip("./").replace("/", ".")
-            bad.setdefault(index, []).append(f"{field_path + ': ' if field_path else ''}{error.get('message', 'rejected')}")
+            prefix = f"{field_path}: " if field_path else ""
+            bad.setdefault(index, []).append(f"{prefix}{error.get('message', 'rejected')}")
         return bad
-
-    def error_for(self, method, url, response):
-        error = super().error_for(method, url, response)
-        try:
-            error.body = response.json()
-        except ValueError:
-            error.body = {}
-        return error
-
-    def get_item(self, connection_id: str, item_id: str) -> list[dict]:
-        """The sale and/or refund stored under `item_id`."""
-        return self.request_json("GET", f"/v3/connections/{connection_id}/items/{item_id}")["items"]
 
     def get_company(self, connection_id: str) -> dict:
         return self.request_json("GET", f"/v3/connections/{connection_id}")["company"]

@@ -83,10 +83,16 @@ def sanitize_url(url: str) -> str:
 
 
 class VendorApiError(RuntimeError):
-    """A vendor call failed. The text is safe to log: no secret, a short body excerpt."""
+    """A vendor call failed. The text is safe to log: no secret, a short body excerpt.
+
+    vendor, method, path (secrets removed), status (None: no answer), detail (the excerpt), hint (what
+    it means, what to do); malformed: a 2xx whose body did not parse; retry_after: the seconds the
+    vendor asked us to wait; body: the error body when it was JSON, for hooks that read structured
+    errors (kept off the message: it is not redacted).
+    """
 
     def __init__(self, vendor: str, method: str, url: str, status: int | None, detail: str, *, hint: str = "",
-                 malformed: bool = False):
+                 malformed: bool = False, retry_after: float | None = None, body: Any = None):
         self.vendor = vendor
         self.malformed = malformed
         self.method = method
@@ -94,6 +100,8 @@ class VendorApiError(RuntimeError):
         self.status = status
         self.detail = REDACTOR.redact(" ".join(detail.split()))[:EXCERPT_CHARS]
         self.hint = hint
+        self.retry_after = retry_after
+        self.body = body
         status_text = f"HTTP {status}" if status is not None else "no response"
         super().__init__(
             f"{vendor} {method} {self.path} failed: {status_text}: {self.detail}" + (f" — {hint}" if hint else "")
@@ -204,7 +212,7 @@ class VendorHttpHook(BaseHook):
         started = time.monotonic()
         try:
             response = self.session.request(method, url, **kwargs)
-            response.content  # read the whole body here, so a connection dropped mid-body counts as no answer
+            _ = response.content  # read the whole body here, so a connection dropped mid-body counts as no answer
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
             raise VendorApiError(self.vendor, method, url, None, type(exc).__name__,
@@ -232,10 +240,9 @@ class VendorHttpHook(BaseHook):
 
     def error_for(self, method: str, url: str, response: requests.Response) -> VendorApiError:
         """Turn an error response into VendorApiError; vendors override to parse their error bodies."""
-        error = VendorApiError(self.vendor, method, url, response.status_code, response.text or response.reason,
-                               hint=self.hint_for(response.status_code))
-        error.retry_after = _retry_after(response)
-        return error
+        return VendorApiError(self.vendor, method, url, response.status_code, response.text or response.reason,
+                              hint=self.hint_for(response.status_code), retry_after=_retry_after(response),
+                              body=_json_body(response))
 
     def hint_for(self, status: int) -> str:
         if status in (401, 403):
@@ -250,9 +257,8 @@ class VendorHttpHook(BaseHook):
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_max)
+        if isinstance(exc, VendorApiError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry_after_max)
         return wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)(state)
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -274,6 +280,13 @@ class VendorHttpHook(BaseHook):
 
     def check_credentials(self) -> None:
         raise NotImplementedError
+
+
+def _json_body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _retry_after(response: requests.Response) -> float | None:

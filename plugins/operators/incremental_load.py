@@ -20,9 +20,11 @@ def backfill_params() -> dict[str, Param]:
     """The Params form of a DAG whose tasks are incremental loads."""
     return {
         "mode": Param("incremental", type="string", enum=["incremental", "backfill"],
-                      description="incremental: since the watermark. backfill: exactly [start, end), watermark untouched."),
+                      description="incremental: since the watermark. "
+                                  "backfill: exactly [start, end), watermark untouched."),
         "start": Param(None, type=["null", "string"],
-                       description="Backfill start, inclusive: ISO 8601 timestamp with offset (e.g. 2026-01-01T00:00:00+00:00), or an id."),
+                       description="Backfill start, inclusive: ISO 8601 timestamp with offset "
+                                   "(e.g. 2026-01-01T00:00:00+00:00), or an id."),
         "end": Param(None, type=["null", "string"],
                      description="Backfill end, exclusive, same format as start."),
     }

@@ -88,7 +88,7 @@ def test_two_concurrent_refreshers_refresh_once_and_both_work(qbo_env, sandbox):
     def work():
         try:
             results.append(next(QboHook().query("CreditMemo"))["Id"])
-        except Exception as exc:  # pragma: no cover - reported by the assertion
+        except Exception as exc:  # noqa: BLE001 - thread helper, reported by the assertion  # pragma: no cover
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -244,7 +244,8 @@ def test_changed_since_steps_through_a_timestamp_shared_by_more_than_a_page(qbo_
     ids = [r["Id"] for r in hook.query("Payment")][:12]
     sandbox.control("qbo", touch=[{"realm": REALM, "entity": "Payment", "id": i, "fields": {}} for i in ids])
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    got = [r["Id"] for r in hook.changed_since("Payment", since, dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))]
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+    got = [r["Id"] for r in hook.changed_since("Payment", since, until)]
     assert sorted(got) == sorted(ids)
 
 

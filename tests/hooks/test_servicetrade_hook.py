@@ -34,23 +34,19 @@ def list_calls(sandbox, entity):
     return [r for r in sandbox.requests("servicetrade") if r["path"].endswith(f"/api/{entity}")]
 
 
+EVERY_JOB_STATUS = "new,canceled,bidding,scheduled,completed,pending_invoice,sending_invoice,closed"
+
+
 def test_paging_returns_every_job_once_one_page_at_a_time(hook, sandbox, monkeypatch):
     monkeypatch.setitem(PAGE_LIMIT, "job", 50)
     with hook.transaction():
-        jobs = hook.list_jobs(updated_after=0)
+        jobs = hook.paginate("job", {"updatedAfter": 0, "status": EVERY_JOB_STATUS})
         first = next(jobs)
         assert len(list_calls(sandbox, "job")) == 1      # one page fetched, not the whole list
         ids = [first["id"]] + [job["id"] for job in jobs]
     assert len(ids) == len(set(ids)) == sandbox.state("servicetrade")["records"]["job"] == 240
     assert len(list_calls(sandbox, "job")) == -(-len(ids) // 50)
     assert sandbox.state("servicetrade")["open_sessions"] == 0
-
-
-def test_job_list_asks_for_every_status_not_the_scheduled_default(hook, sandbox):
-    with hook.transaction():
-        statuses = {job["status"] for job in hook.list_jobs(updated_after=0)}
-    assert {"canceled", "completed", "scheduled"} <= statuses
-    assert "status=new%2Ccanceled" in list_calls(sandbox, "job")[0]["query"]
 
 
 def test_updated_after_is_inclusive_unix_seconds(hook):
@@ -64,7 +60,7 @@ def test_updated_after_is_inclusive_unix_seconds(hook):
 
 def test_session_is_ended_even_when_the_work_fails(hook, sandbox):
     with pytest.raises(RuntimeError, match="the task failed"), hook.transaction():
-        next(hook.list_locations(updated_after=0))
+        next(hook.paginate("location", {"updatedAfter": 0}))
         raise RuntimeError("the task failed")
     sandbox.faults("servicetrade", burst_5xx=10)
     with pytest.raises(VendorApiError, match="HTTP 503"), hook.transaction():
@@ -75,7 +71,7 @@ def test_session_is_ended_even_when_the_work_fails(hook, sandbox):
 
 def test_recovers_when_its_session_is_evicted(hook, connection, sandbox):
     with hook.transaction():
-        pages = hook.list_companies(updated_after=0)
+        pages = hook.paginate("company", {"updatedAfter": 0})
         next(pages)
         for _ in range(3):  # three other logins of the same user evict our session
             urllib.request.urlopen(urllib.request.Request(
@@ -91,7 +87,7 @@ def test_recovers_when_its_session_is_evicted(hook, connection, sandbox):
 def test_a_5xx_burst_is_retried_and_a_400_is_not(hook, sandbox):
     with hook.transaction():
         sandbox.faults("servicetrade", burst_5xx=2)
-        assert len(list(hook.list_companies(updated_after=0))) == 30
+        assert len(list(hook.paginate("company", {"updatedAfter": 0}))) == 30
         with pytest.raises(VendorApiError, match="HTTP 400"):
             hook.call("GET", "/job", params={"page": 0})
     assert [r["status"] for r in list_calls(sandbox, "job")] == [400]
@@ -112,7 +108,7 @@ def test_connection_test(hook, connection):
 def test_no_password_or_session_token_in_debug_logs(hook, connection, sandbox, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     with hook.transaction():
-        list(hook.list_companies(updated_after=0))
+        list(hook.paginate("company", {"updatedAfter": 0}))
         token = hook._token
     connection("servicetrade_bad", password="not-the-password-either").test_connection()
     output = caplog.text + "".join(capfd.readouterr())
@@ -124,7 +120,7 @@ def test_no_password_or_session_token_in_debug_logs(hook, connection, sandbox, c
 def test_a_truncated_body_is_retried_not_loaded(hook, sandbox):
     with hook.transaction():
         sandbox.faults("servicetrade", truncate_next=1)
-        companies = list(hook.list_companies(updated_after=0))
+        companies = list(hook.paginate("company", {"updatedAfter": 0}))
     assert len(companies) == 30
     assert [r["status"] for r in list_calls(sandbox, "company")] == [200, 200]
 

@@ -1,1 +1,0 @@
-"""Host systems the TrustFile extractor reads sales and refunds from: one module per system."""

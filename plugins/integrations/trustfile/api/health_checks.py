@@ -1,0 +1,164 @@
+"""The checks behind `GET /health`: the connector, the host system and TrustFile, each OK, DEGRADED or FAIL.
+
+/health is unauthenticated and polled, so it must answer fast, never raise, never quote a secret or
+an identifier, and not let its callers drive traffic to the vendors:
+- every check runs in a worker thread and the answer waits TIMEOUT_SECONDS at most (a check still
+  running then is FAIL "no answer"); one that succeeds slower than SLOW_SECONDS is DEGRADED;
+- the vendor checks (hostSystem, trustfile) are answered from a cache for CACHE_SECONDS, so any
+  polling rate costs each vendor at most one call per API-server process in that time;
+- the hooks get short timeouts and one attempt; the details of a failure go to our log only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from etl import db
+from etl.encryption import EncryptionError
+from hooks.vendor_http import VendorApiError, VendorHttpHook
+from integrations.trustfile import connections as store
+from integrations.trustfile import reports
+
+log = logging.getLogger(__name__)
+
+OK, DEGRADED, FAIL = "OK", "DEGRADED", "FAIL"
+TIMEOUT_SECONDS = 4.0
+SLOW_SECONDS = 2.0
+CACHE_SECONDS = 30.0
+ERROR_WINDOW = dt.timedelta(hours=1)
+
+Check = Callable[[], tuple[str, str]]
+
+
+class HealthChecks:
+    """Runs the checks in parallel under one deadline; remembers the `cached` ones for CACHE_SECONDS."""
+
+    def __init__(self, checks: dict[str, Check], cached: set[str]):
+        self.checks, self.cached = checks, cached
+        self._pool = ThreadPoolExecutor(max_workers=2 * len(checks), thread_name_prefix="extractor-health")
+        self._memory: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def statuses(self) -> list[dict]:
+        now = time.monotonic()
+        with self._lock:
+            remembered = {kind: status for kind, (at, status) in self._memory.items() if now - at < CACHE_SECONDS}
+        running = {kind: self._pool.submit(_timed, check) for kind, check in self.checks.items()
+                   if kind not in remembered}
+        deadline = now + TIMEOUT_SECONDS
+        answers = []
+        for kind in self.checks:
+            if kind in remembered:
+                answers.append(remembered[kind])
+                continue
+            status, description = _outcome(kind, running[kind], deadline)
+            answer = {"type": kind, "status": status, "description": description}
+            if kind in self.cached:
+                with self._lock:
+                    self._memory[kind] = (time.monotonic(), answer)
+            answers.append(answer)
+        return answers
+
+
+def _timed(check: Check) -> tuple[str, str, float]:
+    started = time.monotonic()
+    status, description = check()
+    return status, description, time.monotonic() - started
+
+
+def _outcome(kind: str, future, deadline: float) -> tuple[str, str]:
+    try:
+        status, description, seconds = future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
+        log.warning("health: the %s check gave no answer within %g s", kind, TIMEOUT_SECONDS)
+        return FAIL, f"no answer within {TIMEOUT_SECONDS:g} s"
+    except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
+        log.warning("health: the %s check failed: %s", kind, exc)
+        return FAIL, reason(exc)
+    if status == OK and seconds > SLOW_SECONDS:
+        return DEGRADED, f"slow: answered in {seconds:.1f} s"
+    return status, description
+
+
+def reason(exc: BaseException) -> str:
+    """A failure in a few words that hold no secret and no identifier (the log has the rest)."""
+    if isinstance(exc, VendorApiError):
+        if exc.status is None:
+            return "no answer"
+        if exc.status in (401, 403):
+            return f"credentials refused (HTTP {exc.status})"
+        if exc.status == 429:
+            return "throttled (HTTP 429)"
+        if exc.status >= 500:
+            return f"server error (HTTP {exc.status})"
+        return f"request refused (HTTP {exc.status})"
+    if isinstance(exc, AirflowNotFoundException):
+        return "connection not defined"
+    if isinstance(exc, EncryptionError):
+        return "stored credentials cannot be decrypted (INTEGRATIONS_FERNET_KEY)"
+    if isinstance(exc, ValueError):
+        return "connection incomplete"
+    return type(exc).__name__
+
+
+def quick(hook: VendorHttpHook) -> VendorHttpHook:
+    """The hook with timeouts that fit in TIMEOUT_SECONDS and no retries."""
+    hook.connect_timeout, hook.read_timeout, hook.max_attempts = 2.0, 3.0, 1
+    return hook
+
+
+def connector(conninfo: str | None) -> tuple[str, str]:
+    """Our database answers; errors the sync recorded within the last hour make it DEGRADED."""
+    with db.connect(conninfo) as conn:
+        conn.execute("SELECT 1 FROM trustfile.connector")
+        recent = reports.recent_error_counts(conn, ERROR_WINDOW)
+    if recent:
+        counts = ", ".join(f"{recent[kind]} {kind}" for kind in reports.ERROR_TYPES if kind in recent)
+        return DEGRADED, f"errors in the last hour: {counts} (GET /errors)"
+    return OK, "NOMINAL"
+
+
+def trustfile(hook_factory: Callable[[], VendorHttpHook]) -> tuple[str, str]:
+    """Our extractor_to_avalara token against the Items API (TrustFileHook.check_credentials)."""
+    quick(hook_factory()).check_credentials()
+    return OK, "NOMINAL"
+
+
+def host_system(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook]) -> tuple[str, str]:
+    """The QuickBooks OAuth client is configured (without it no consent and no sync can work); and when
+    an enabled company is authorized, one COUNT query for it, the cheapest call that proves QuickBooks
+    answers and the consent still holds. A refused consent is one company's problem: DEGRADED."""
+    client = qbo_hook_factory()
+    if not (client.connection.login or "").strip() or not client.password:
+        return FAIL, "OAuth client not configured (client id and secret)"
+    with db.connect(conninfo) as conn:
+        probe = store.latest_authorized(conn, "qbo")
+        credentials = store.host_credentials(conn, probe) if probe else None
+    if credentials is None:
+        return OK, "OAuth client configured; no enabled company authorized yet"
+    company = quick(qbo_hook_factory(realm_id=credentials["realm_id"], refresh_token=credentials["refresh_token"]))
+    try:
+        company.check_credentials()
+    except VendorApiError as exc:
+        if exc.status is None or exc.status == 429 or exc.status >= 500:
+            raise
+        log.warning("health: QuickBooks refused the consent of connection %s: %s", probe, exc)
+        return DEGRADED, f"a company's consent no longer works (HTTP {exc.status}); the extractor log names it"
+    return OK, "NOMINAL"
+
+
+def standard(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook],
+             trustfile_hook_factory: Callable[[], VendorHttpHook], *,
+             overrides: dict[str, Check] | None = None) -> HealthChecks:
+    """The contract's three checks; the vendor ones cached."""
+    return HealthChecks({"connector": lambda: connector(conninfo),
+                         "hostSystem": lambda: host_system(conninfo, qbo_hook_factory),
+                         "trustfile": lambda: trustfile(trustfile_hook_factory), **(overrides or {})},
+                        cached={"hostSystem", "trustfile"})

@@ -1,0 +1,280 @@
+"""TrustFile connections as the extractor keeps them: the companies to sync, their activities, the connector switch."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import psycopg
+
+from etl.encryption import decrypt, encrypt
+from integrations.trustfile.sync import PIPELINE
+
+FIELDS = ("connection_id", "enabled", "start_date", "host_system", "host_identifier", "host_credentials",
+          "status_changed_at", "last_sync_at", "next_sync_at", "status_message")
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    enabled: bool
+    start_date: dt.date | None
+    host_system: str
+    host_identifier: str | None
+    authorized: bool
+    status_changed_at: dt.datetime
+    last_sync_at: dt.datetime | None
+    next_sync_at: dt.datetime | None
+    status_message: str
+
+
+def _row(row) -> Connection:
+    values = dict(zip(FIELDS, row, strict=True))
+    credentials = values.pop("host_credentials")
+    return Connection(**values, authorized=credentials is not None)
+
+
+def list_ids(conn: psycopg.Connection, enabled: bool | None) -> list[str]:
+    if enabled is None:
+        rows = conn.execute("SELECT connection_id FROM trustfile.connections ORDER BY connection_id")
+    else:
+        rows = conn.execute("SELECT connection_id FROM trustfile.connections WHERE enabled = %s "
+                            "ORDER BY connection_id", (enabled,))
+    return [r[0] for r in rows]
+
+
+def get(conn: psycopg.Connection, connection_id: str) -> Connection | None:
+    row = conn.execute(f"SELECT {', '.join(FIELDS)} FROM trustfile.connections WHERE connection_id = %s",
+                       (connection_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def create(conn: psycopg.Connection, connection_id: str, start_date: dt.date | None) -> Connection | None:
+    """Insert a disabled connection; None when it already exists."""
+    with conn.transaction():
+        row = conn.execute(
+            f"INSERT INTO trustfile.connections (connection_id, start_date) VALUES (%s, %s) "
+            f"ON CONFLICT (connection_id) DO NOTHING RETURNING {', '.join(FIELDS)}",
+            (connection_id, start_date)).fetchone()
+        if row:
+            record_activity(conn, connection_id, "Connection created")
+    return _row(row) if row else None
+
+
+def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None, start_date: dt.date | None,
+           start_date_given: bool) -> Connection | None:
+    with conn.transaction():
+        current = get(conn, connection_id)
+        if current is None:
+            return None
+        new_enabled = current.enabled if enabled is None else enabled
+        new_start = start_date if start_date_given else current.start_date
+        changed = new_enabled != current.enabled
+        conn.execute(
+            "UPDATE trustfile.connections SET enabled = %s, start_date = %s, "
+            "status_changed_at = CASE WHEN %s THEN now() ELSE status_changed_at END, "
+            "status_message = CASE WHEN %s THEN (CASE WHEN %s THEN 'enabled' ELSE 'disabled by TrustFile' END) "
+            "ELSE status_message END WHERE connection_id = %s",
+            (new_enabled, new_start, changed, changed, new_enabled, connection_id))
+        if changed:
+            record_activity(conn, connection_id, "Enabled" if new_enabled else "Disabled")
+        if start_date_given and new_start != current.start_date:
+            record_activity(conn, connection_id, f"Start date set to {new_start.isoformat() if new_start else 'none'}")
+        _pause_idle_watermarks(conn)
+    return get(conn, connection_id)
+
+
+def delete(conn: psycopg.Connection, connection_id: str) -> bool:
+    """The connection, its transactions and ledgers (cascade) and its sync watermark: a connection
+    created again under the same id syncs from its start date, not from where this one stopped."""
+    with conn.transaction():
+        conn.execute("DELETE FROM etl.watermarks WHERE pipeline = %s AND scope = %s", (PIPELINE, connection_id))
+        return conn.execute("DELETE FROM trustfile.connections WHERE connection_id = %s",
+                            (connection_id,)).rowcount == 1
+
+
+def record_activity(conn: psycopg.Connection, connection_id: str, action: str) -> None:
+    conn.execute("INSERT INTO trustfile.activities (connection_id, action) VALUES (%s, %s)", (connection_id, action))
+
+
+def activities(conn: psycopg.Connection, connection_id: str, days: int, limit: int) -> list[tuple[dt.datetime, str]]:
+    return conn.execute(
+        "SELECT at, action FROM trustfile.activities WHERE connection_id = %s "
+        "AND at > now() - make_interval(days => %s) ORDER BY at DESC, id DESC LIMIT %s",
+        (connection_id, days, limit)).fetchall()
+
+
+def connector(conn: psycopg.Connection) -> tuple[bool, int]:
+    enabled = conn.execute("SELECT enabled FROM trustfile.connector").fetchone()[0]
+    users = conn.execute("SELECT count(*) FROM trustfile.connections WHERE enabled").fetchone()[0]
+    return enabled, users
+
+
+def set_connector(conn: psycopg.Connection, enabled: bool) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE trustfile.connector SET enabled = %s, changed_at = now()", (enabled,))
+        _pause_idle_watermarks(conn)
+
+
+def _pause_idle_watermarks(conn: psycopg.Connection) -> None:
+    """A connection TrustFile switched off is not lagging: its watermark says why it waits, and the
+    maintenance DAG's lag report does not alert on it."""
+    conn.execute(
+        """
+        UPDATE etl.watermarks w SET paused_reason = r.reason
+          FROM (SELECT c.connection_id,
+                       CASE WHEN NOT (SELECT enabled FROM trustfile.connector) THEN 'TrustFile connector switched off'
+                            WHEN NOT c.enabled THEN 'connection disabled by TrustFile' END AS reason
+                  FROM trustfile.connections c) r
+         WHERE w.pipeline = %s AND w.scope = r.connection_id AND w.paused_reason IS DISTINCT FROM r.reason
+        """, (PIPELINE,))
+
+
+
+# ---- host-system consent (the extractor API's OAuth callback) -------------------------------------
+
+class ConsentRefused(Exception):
+    """The consent is valid but cannot be applied to this connection; `kind` goes back to TrustFile."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, refresh_token: str) -> None:
+    """Link the connection to its QuickBooks company and keep the consent's refresh token, encrypted.
+
+    The token seeds etl.oauth_tokens when the sync first builds a QboHook from it; a later consent's
+    token has another fingerprint and replaces the stored one. Raises ConsentRefused (changing
+    nothing but the status) when another connection is linked to that company (its sales would be
+    filed twice, and the two refresh tokens would keep replacing each other in the shared token row),
+    or when this connection already holds another company's transactions (item ids do not name the
+    company: the two would mix in TrustFile).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trustfile qbo realm {realm_id}",))
+        refusal = _consent_refusal(conn, connection_id, realm_id)
+        if refusal is None:
+            credentials = encrypt(json.dumps({"realm_id": realm_id, "refresh_token": refresh_token}))
+            conn.execute("UPDATE trustfile.connections SET host_identifier = %s, host_credentials = %s "
+                         "WHERE connection_id = %s", (realm_id, credentials, connection_id))
+            _consent_outcome(conn, connection_id, f"Authorized QuickBooks company {realm_id}",
+                             f"authorized QuickBooks company {realm_id}")
+            return
+    with conn.transaction():
+        _consent_outcome(conn, connection_id, f"QuickBooks authorization refused: {refusal}", str(refusal))
+    raise refusal
+
+
+def _consent_refusal(conn: psycopg.Connection, connection_id: str, realm_id: str) -> ConsentRefused | None:
+    other = conn.execute(
+        "SELECT connection_id FROM trustfile.connections WHERE host_system = 'qbo' AND host_identifier = %s "
+        "AND host_credentials IS NOT NULL AND connection_id <> %s", (realm_id, connection_id)).fetchone()
+    if other:
+        return ConsentRefused("company_already_linked",
+                              f"QuickBooks company {realm_id} is already linked to connection {other[0]}")
+    current = conn.execute("SELECT host_identifier FROM trustfile.connections WHERE connection_id = %s",
+                           (connection_id,)).fetchone()
+    if current and current[0] not in (None, realm_id) and conn.execute(
+            "SELECT 1 FROM trustfile.transactions WHERE connection_id = %s LIMIT 1", (connection_id,)).fetchone():
+        return ConsentRefused("company_changed",
+                              f"this connection already holds QuickBooks company {current[0]}'s transactions; to "
+                              f"switch to company {realm_id}, delete the connection and create it again")
+    return None
+
+
+def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
+    """A consent that ended without tokens: say so on the connection; its credentials, if any, stay."""
+    with conn.transaction():
+        _consent_outcome(conn, connection_id, action, status_message)
+
+
+def _consent_outcome(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
+    conn.execute("UPDATE trustfile.connections SET status_message = %s, status_changed_at = now() "
+                 "WHERE connection_id = %s", (status_message[:1000], connection_id))
+    record_activity(conn, connection_id, action)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """What the sync needs of a connection, its secrets decrypted."""
+
+    start_date: dt.date | None
+    host_system: str
+    host_identifier: str | None
+    credentials: dict | None          # QBO: realm_id, refresh_token; ServiceTrade: airflow_conn_id
+    company_token: str | None         # from our signup; None for a connection TrustFile created
+    synced_from: dt.date | None
+
+
+def sync_settings(conn: psycopg.Connection, connection_id: str) -> SyncSettings | None:
+    row = conn.execute(
+        "SELECT start_date, host_system, host_identifier, host_credentials, company_token, synced_from "
+        "FROM trustfile.connections WHERE connection_id = %s", (connection_id,)).fetchone()
+    if row is None:
+        return None
+    start_date, host_system, host_identifier, sealed_credentials, sealed_token, synced_from = row
+    return SyncSettings(start_date, host_system, host_identifier,
+                        json.loads(decrypt(sealed_credentials)) if sealed_credentials is not None else None,
+                        decrypt(sealed_token) if sealed_token is not None else None, synced_from)
+
+
+def host_credentials(conn: psycopg.Connection, connection_id: str) -> dict | None:
+    """The credentials the consent stored, decrypted; None when not authorized."""
+    settings = sync_settings(conn, connection_id)
+    return settings.credentials if settings else None
+
+
+def latest_authorized(conn: psycopg.Connection, host_system: str) -> str | None:
+    """The enabled, authorized connection of a host system whose status changed last (health's probe)."""
+    row = conn.execute(
+        "SELECT connection_id FROM trustfile.connections WHERE host_system = %s AND enabled "
+        "AND host_credentials IS NOT NULL ORDER BY status_changed_at DESC, connection_id LIMIT 1",
+        (host_system,)).fetchone()
+    return row[0] if row else None
+
+# ---- provisioning (the trustfile_provision DAG) ---------------------------------------------------
+
+def register_signup(conn: psycopg.Connection, connection_id: str, email: str, company_name: str,
+                    host_system: str, host_connection_id: str | None = None) -> tuple[str, str]:
+    """Create (or find again) the disabled, start-date-less connection a signup is for.
+
+    Keyed by the email, so a retried or re-triggered run finds its row instead of making another.
+    A ServiceTrade company has no OAuth consent: its credentials are an Airflow connection (login
+    and password, encrypted by Airflow), named here and kept as the connection's host credentials.
+    Returns (connection_id, provisioning_state).
+    """
+    credentials = identifier = None
+    if host_system == "servicetrade":
+        identifier = host_connection_id or "servicetrade_default"
+        credentials = encrypt(json.dumps({"airflow_conn_id": identifier}))
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT connection_id, provisioning_state FROM trustfile.connections WHERE lower(signup_email) = lower(%s)",
+            (email,)).fetchone()
+        if row:
+            return row[0], row[1]
+        conn.execute(
+            "INSERT INTO trustfile.connections (connection_id, host_system, host_identifier, host_credentials, "
+            "signup_email, company_name, provisioning_state, status_message) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'signing_up', 'signing up to TrustFile')",
+            (connection_id, host_system, identifier, credentials, email, company_name))
+        record_activity(conn, connection_id, f"Signing up {company_name} to TrustFile")
+    return connection_id, "signing_up"
+
+
+def record_signup(conn: psycopg.Connection, connection_id: str, company_token_encrypted: bytes) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE trustfile.connections SET company_token = %s, provisioning_state = 'provisioned', "
+            "status_message = 'signed up; waiting for TrustFile to enable it', status_changed_at = now() "
+            "WHERE connection_id = %s", (company_token_encrypted, connection_id))
+        record_activity(conn, connection_id, "Signed up to TrustFile")
+
+
+def record_signup_failure(conn: psycopg.Connection, connection_id: str, message: str) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE trustfile.connections SET provisioning_state = 'signup_failed', status_message = %s, "
+            "status_changed_at = now() WHERE connection_id = %s", (f"signup failed: {message}"[:1000], connection_id))
+        record_activity(conn, connection_id, "Signup to TrustFile failed")

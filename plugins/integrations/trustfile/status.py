@@ -1,0 +1,60 @@
+"""What TrustFile sees of our syncs: a connection's lastSyncAt/nextSyncAt/statusMessage, its activities,
+and the errors listed by GET /errors."""
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+
+from etl.ledger import redact_text
+from integrations.trustfile.connections import record_activity
+from integrations.trustfile.reports import ErrorType
+
+MESSAGE_LIMIT = 1000
+
+
+def due(conn: psycopg.Connection, today: dt.date) -> tuple[list[str], list[str]]:
+    """(connections to sync now, enabled connections still waiting for their host's authorization).
+
+    Nothing is due while the connector is switched off (PUT /connector {"enabled": false}).
+    """
+    if not conn.execute("SELECT enabled FROM trustfile.connector").fetchone()[0]:
+        return [], []
+    rows = conn.execute(
+        "SELECT connection_id, host_credentials IS NOT NULL FROM trustfile.connections "
+        "WHERE enabled AND start_date <= %s AND provisioning_state IN ('external', 'provisioned') "
+        "ORDER BY connection_id", (today,)).fetchall()
+    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
+
+
+def mark_waiting(conn: psycopg.Connection, connection_ids: list[str], message: str) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE trustfile.connections SET status_message = %s WHERE connection_id = ANY(%s) "
+                     "AND status_message IS DISTINCT FROM %s", (message, connection_ids, message))
+
+
+def record_sync(conn: psycopg.Connection, connection_id: str, *, message: str, activity: str,
+                next_sync_at: dt.datetime) -> None:
+    """A connection TrustFile deleted meanwhile has nothing left to tell: then nothing is written."""
+    with conn.transaction():
+        if conn.execute("UPDATE trustfile.connections SET last_sync_at = now(), next_sync_at = %s, "
+                        "status_message = %s WHERE connection_id = %s",
+                        (next_sync_at, message[:MESSAGE_LIMIT], connection_id)).rowcount:
+            record_activity(conn, connection_id, activity)
+
+
+def record_failure(conn: psycopg.Connection, connection_id: str, error_type: ErrorType, error: str,
+                   next_sync_at: dt.datetime) -> None:
+    """The connection says the sync failed and why; GET /errors lists it. Secrets are redacted."""
+    text = redact_text(error)[:MESSAGE_LIMIT]
+    with conn.transaction():
+        if conn.execute("UPDATE trustfile.connections SET next_sync_at = %s, status_message = %s "
+                        "WHERE connection_id = %s",
+                        (next_sync_at, f"sync failed: {text}"[:MESSAGE_LIMIT], connection_id)).rowcount:
+            record_activity(conn, connection_id, "Sync failed")
+        record_error(conn, error_type, connection_id, text)
+
+
+def record_error(conn: psycopg.Connection, error_type: ErrorType, connection_id: str | None, message: str) -> None:
+    conn.execute("INSERT INTO trustfile.errors (type, connection_id, message) VALUES (%s, %s, %s)",
+                 (error_type, connection_id, redact_text(message)[:MESSAGE_LIMIT]))

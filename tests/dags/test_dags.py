@@ -1,0 +1,173 @@
+"""The DAGs under real Airflow: integrity of dags/, and end-to-end runs with dag.test()."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_every_dag_file_imports_cleanly(dagbag):
+    assert DAG_FILES, "no DAG files found"
+    assert dagbag.import_errors == {}
+    assert {Path(dag.fileloc).name for dag in dagbag.dags.values()} == {path.name for path in DAG_FILES}
+
+
+def test_every_dag_has_owner_tags_docs_retries_and_alerts(dagbag):
+    from notifiers.on_call import OnCallNotifier
+
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, dag_id
+        assert dag.doc_md and len(dag.doc_md.strip()) > 40, dag_id
+        assert isinstance(dag.on_failure_callback, OnCallNotifier) or any(
+            isinstance(cb, OnCallNotifier) for cb in (dag.on_failure_callback or [])
+        ), dag_id
+        for task in dag.tasks:
+            where = f"{dag_id}.{task.task_id}"
+            assert task.owner not in (None, "", "airflow"), where
+            assert task.retries >= 1, where
+            assert task.retry_exponential_backoff, where
+            assert task.max_retry_delay, where
+            callbacks = (task.on_failure_callback if isinstance(task.on_failure_callback, list)
+                         else [task.on_failure_callback])
+            assert any(isinstance(cb, OnCallNotifier) for cb in callbacks), where
+
+
+IMPORT_PROBE = """
+import importlib.util, json, socket, sys
+attempts = []
+def refuse(self, address, *args, **kwargs):
+    attempts.append(repr(address))
+    raise OSError("network access at DAG import time")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+import psycopg
+def no_db(*args, **kwargs):
+    attempts.append("psycopg.connect")
+    raise OSError("database access at DAG import time")
+psycopg.connect = no_db
+psycopg.Connection.connect = classmethod(lambda cls, *a, **k: no_db())
+for path in sys.argv[1:]:
+    spec = importlib.util.spec_from_file_location("probe_" + str(abs(hash(path))), path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(attempts))
+"""
+
+
+def test_no_dag_file_opens_a_connection_at_import():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *map(str, DAG_FILES)], env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_probe_would_catch_a_connection_at_import(tmp_path):
+    bad = tmp_path / "bad_dag.py"
+    bad.write_text("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9))\nexcept OSError:\n    pass\n")
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(bad)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) != []
+
+
+# ---- end-to-end runs -------------------------------------------------------------------------
+
+def _task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_maintenance_dag_closes_abandoned_runs_prunes_and_reports(airflow_db, dagbag, conn):
+    conn.execute("TRUNCATE etl.watermarks, etl.quarantine, etl.run_ledger CASCADE")
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200)
+    recent = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    conn.execute(
+        "INSERT INTO etl.run_ledger (pipeline, scope, run_id, mode, status, started_at, finished_at) VALUES "
+        "('p', 'old', 'r-old', 'incremental', 'success', %(old)s, %(old)s), "
+        "('p', 'stuck', 'r-stuck', 'incremental', 'running', %(day)s, NULL), "
+        "('p', 'fresh', 'r-fresh', 'incremental', 'success', %(recent)s, %(recent)s)",
+        {"old": old, "day": recent - dt.timedelta(days=1), "recent": recent},
+    )
+    conn.execute("INSERT INTO etl.watermarks (pipeline, scope, cursor_kind, id_value, moved_by_run) "
+                 "VALUES ('p', 'fresh', 'id', 5, 'r-fresh')")
+    conn.commit()
+
+    run = dagbag.get_dag("integrations_maintenance").test()
+    assert str(run.state) == "success", _task_states(run)
+    statuses = dict(conn.execute("SELECT run_id, status FROM etl.run_ledger WHERE pipeline = 'p'").fetchall())
+    assert statuses == {"r-stuck": "failed", "r-fresh": "success"}  # r-old pruned, r-stuck closed
+    maintenance = conn.execute(
+        "SELECT scope, status FROM etl.run_ledger WHERE pipeline = 'integrations_maintenance' ORDER BY id").fetchall()
+    assert maintenance == [("close_abandoned_runs", "success"), ("prune_ledger", "success")]
+
+
+def test_lag_report_fails_when_a_pipeline_stopped_succeeding(db_url, conn):
+    # The task body itself: a failing task under dag.test() would sit through its real retries.
+    from etl.maintenance import WatermarkLagError, report_lag
+
+    conn.execute("TRUNCATE etl.watermarks, etl.quarantine, etl.run_ledger CASCADE")
+    conn.execute("INSERT INTO etl.watermarks (pipeline, scope, cursor_kind, id_value, moved_by_run) "
+                 "VALUES ('stalled', 'acme', 'id', 1, 'r'), ('healthy', 'acme', 'id', 1, 'r')")
+    conn.execute("INSERT INTO etl.run_ledger (pipeline, scope, run_id, mode, status, started_at, finished_at) "
+                 "VALUES ('healthy', 'acme', 'r', 'incremental', 'success', now(), now())")
+    conn.commit()
+    with pytest.raises(WatermarkLagError, match=r"1 pipeline scope\(s\) .* stalled/acme \(never succeeded\)"):
+        report_lag(48)
+    conn.execute("DELETE FROM etl.watermarks WHERE pipeline = 'stalled'")
+    conn.commit()
+    assert [r["pipeline"] for r in report_lag(48)] == ["healthy"]
+
+
+def test_incremental_operator_runs_and_backfills_through_a_dag(airflow_db, conn):
+    import synthetic_source as src
+    from airflow.dag_processing.dagbag import DagBag
+
+    from etl import watermarks
+
+    conn.execute(src.SCHEMA)
+    conn.commit()
+    src.seed(conn, 25)
+    dag = DagBag(dag_folder=str(ROOT / "tests" / "dag_bundle")).get_dag("synthetic_incremental")
+
+    assert str(dag.test().state) == "success"
+    assert conn.execute("SELECT count(*) FROM scratch.events").fetchone() == (25,)
+    mark = watermarks.read(conn, src.PIPELINE, "dag")
+    assert mark.value == src.T0 + dt.timedelta(minutes=24)
+
+    conn.execute("UPDATE scratch.events SET customer = 'x'")
+    conn.commit()
+    backfill = {"mode": "backfill", "start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T00:05:00+00:00"}
+    assert str(dag.test(run_conf=backfill).state) == "success"
+    assert conn.execute("SELECT count(*) FROM scratch.events WHERE customer <> 'x'").fetchone() == (5,)
+    assert watermarks.read(conn, src.PIPELINE, "dag") == mark
+
+    bad = {"mode": "backfill", "start": "yesterday", "end": "2026-01-02T00:00:00+00:00"}
+    assert str(dag.test(run_conf=bad).state) == "failed"
+
+
+def test_watermark_reset_dag_rewinds_with_a_recorded_reason(airflow_db, dagbag, conn):
+    from etl import watermarks
+
+    conn.execute("TRUNCATE etl.watermarks, etl.watermark_history")
+    conn.commit()
+    with conn.transaction():
+        watermarks.advance(conn, "qbo_sales", "realm-1", "timestamp",
+                           dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc), run_id="r1")
+    conf = {"pipeline": "qbo_sales", "scope": "realm-1", "kind": "timestamp",
+            "value": "2026-05-01T00:00:00+00:00", "reason": "QBO restored a backup of May"}
+    run = dagbag.get_dag("watermark_reset").test(run_conf=conf)
+    assert str(run.state) == "success", _task_states(run)
+    assert watermarks.read(conn, "qbo_sales", "realm-1").value == dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    assert conn.execute("SELECT action, old_value, reason FROM etl.watermark_history ORDER BY id DESC LIMIT 1"
+                        ).fetchone() == ("reset", "2026-06-01T00:00:00+00:00", "QBO restored a backup of May")

@@ -1,0 +1,277 @@
+"""The QuickBooks consent, hop by hop over real HTTP: TrustFile → our API → the sandbox's consent page →
+our callback → TrustFile's redirectUri; then the sync's QboHook works from what the callback stored."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from airflow.api_fastapi.common.http_access_log import _redact_query_string
+from cryptography.fernet import Fernet
+
+from etl import encryption
+from hooks.qbo import DEFAULT_AUTHORIZE_URL, QboHook
+from hooks.vendor_http import VendorApiError
+from integrations.trustfile import connections as store
+from integrations.trustfile.api import consent_state as consent
+from sandbox import qbo as qbo_sandbox
+
+TF_TOKEN = "tf-to-extractor-test-token"
+# The contract's own example: no scheme, and TrustFile's token in the query.
+TF_REDIRECT = f"app.trustfile.avalara.com/connectors/success?id={TF_TOKEN}"
+TF_SUCCESS = f"https://app.trustfile.avalara.com/connectors/success?id={TF_TOKEN}"
+REALM, OTHER_REALM = qbo_sandbox.REALMS[0], qbo_sandbox.REALMS[1]
+
+
+@pytest.fixture
+def api(serve, vendor_connections, auth):
+    base = serve()
+    for connection_id in ("c1", "c2"):
+        requests.post(f"{base}/connections", json={"connectionId": connection_id}, headers=auth, timeout=10)
+    return base
+
+
+def start(api: str, auth: dict, connection_id: str = "c1", redirect: str = TF_REDIRECT) -> requests.Response:
+    return requests.get(f"{api}/connections/{connection_id}/authentication", params={"redirectUri": redirect},
+                        headers=auth, allow_redirects=False, timeout=10)
+
+
+def consent_page(api: str, auth: dict, connection_id: str = "c1") -> str:
+    """Our 302 to Intuit, then Intuit's 302 back: the callback URL the browser is sent to."""
+    to_intuit = start(api, auth, connection_id)
+    assert to_intuit.status_code == 302
+    back = requests.get(to_intuit.headers["location"], allow_redirects=False, timeout=10)
+    assert back.status_code == 302
+    return back.headers["location"]
+
+
+def finish(callback_url: str) -> str:
+    """The browser reaches our callback (no bearer token); where we send it next."""
+    response = requests.get(callback_url, allow_redirects=False, timeout=10)
+    assert response.status_code == 302, response.text
+    assert response.headers["cache-control"] == "no-store"
+    return response.headers["location"]
+
+
+def connection(api: str, auth: dict, connection_id: str = "c1") -> dict:
+    return requests.get(f"{api}/connections/{connection_id}", headers=auth, timeout=10).json()
+
+
+def actions(api: str, auth: dict, connection_id: str = "c1") -> list[str]:
+    answer = requests.get(f"{api}/connections/{connection_id}/activities", headers=auth, timeout=10).json()
+    return [a["action"] for a in answer["activities"]]
+
+
+def test_consent_round_trip_authorizes_the_connection_and_the_sync_can_read(api, auth, sandbox, conn, caplog):
+    caplog.set_level(logging.DEBUG)
+    to_intuit = start(api, auth)
+    assert to_intuit.status_code == 302 and to_intuit.headers["cache-control"] == "no-store"
+    page = urlsplit(to_intuit.headers["location"])
+    assert f"{page.scheme}://{page.netloc}{page.path}" == f"{sandbox.url}/qbo/connect/oauth2"
+    asked = {k: v[0] for k, v in parse_qs(page.query).items()}
+    assert {k: v for k, v in asked.items() if k != "state"} == {
+        "client_id": qbo_sandbox.CLIENT_ID, "response_type": "code", "scope": "com.intuit.quickbooks.accounting",
+        "redirect_uri": f"{api}/oauth/qbo/callback"}
+    sealed = base64.urlsafe_b64decode(asked["state"])                     # sealed, not merely encoded
+    assert TF_TOKEN.encode() not in sealed and b"connection_id" not in sealed
+
+    back = requests.get(to_intuit.headers["location"], allow_redirects=False, timeout=10).headers["location"]
+    answer = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
+    assert back.startswith(f"{api}/oauth/qbo/callback?") and answer["realmId"] == REALM
+    assert answer["state"] == asked["state"]
+
+    assert finish(back) == f"{TF_SUCCESS}&success=true"
+    assert sandbox.state("qbo")["consents"] == 1
+    described = connection(api, auth)
+    assert described["authorized"] is True and described["hostSystemIdentifier"] == f"qbo {REALM}"
+    assert described["statusMessage"] == f"authorized QuickBooks company {REALM}"
+    assert actions(api, auth)[0] == f"Authorized QuickBooks company {REALM}"
+
+    stored = store.host_credentials(conn, "c1")
+    assert stored["realm_id"] == REALM and stored["refresh_token"].startswith("RT1-")
+    raw = conn.execute("SELECT host_credentials FROM trustfile.connections WHERE connection_id = 'c1'").fetchone()[0]
+    assert stored["refresh_token"].encode() not in bytes(raw)
+
+    rows = list(QboHook(realm_id=stored["realm_id"], refresh_token=stored["refresh_token"]).query("Payment"))
+    assert len(rows) == sandbox.state("qbo")["records"][REALM]["Payment"]
+
+    secrets = [answer["code"], stored["refresh_token"], qbo_sandbox.CLIENT_SECRET, TF_TOKEN]
+    assert not [s for s in secrets for record in caplog.records if s in record.getMessage()]
+    # The API server's access log (Airflow's middleware) redacts what we registered, in any query string.
+    logged = _redact_query_string(urlsplit(back).query + "&" + urlsplit(start(api, auth).request.url).query)
+    assert not [s for s in secrets if s in logged]
+
+
+def test_denied_consent_leaves_the_connection_unauthorized_and_says_so(api, auth, sandbox):
+    sandbox.control("qbo", consent_denied=True)
+    back = consent_page(api, auth)
+    assert parse_qs(urlsplit(back).query)["error"] == ["access_denied"]
+    assert finish(back) == f"{TF_SUCCESS}&error=access_denied"
+    described = connection(api, auth)
+    assert described["authorized"] is False and described["hostSystemIdentifier"] is None
+    assert described["statusMessage"] == "QuickBooks authorization denied; authorize again from TrustFile"
+    assert actions(api, auth)[0] == "QuickBooks authorization denied"
+
+
+def test_a_denied_reconsent_keeps_the_working_authorization(api, auth, sandbox, conn):
+    finish(consent_page(api, auth))
+    before = store.host_credentials(conn, "c1")
+    sandbox.control("qbo", consent_denied=True)
+    assert finish(consent_page(api, auth)).endswith("error=access_denied")
+    assert connection(api, auth)["authorized"] is True and store.host_credentials(conn, "c1") == before
+
+
+def test_an_expired_code_is_refused_and_nothing_is_stored(api, auth, sandbox):
+    back = consent_page(api, auth)
+    sandbox.control("qbo", advance_clock_seconds=601)   # codes live 10 minutes
+    assert finish(back) == f"{TF_SUCCESS}&error=invalid_grant"
+    described = connection(api, auth)
+    assert described["authorized"] is False
+    assert actions(api, auth)[0] == "QuickBooks authorization failed: Intuit refused the code (invalid_grant)"
+
+
+def test_an_exchange_that_fails_at_intuit_is_not_repeated_and_says_so(api, auth, sandbox):
+    back = consent_page(api, auth)
+    sandbox.faults("qbo", burst_5xx=3, only_path="/tokens/bearer")
+    assert finish(back) == f"{TF_SUCCESS}&error=server_error"
+    assert len([r for r in sandbox.requests("qbo") if r["path"].endswith("/tokens/bearer")]) == 1
+    assert connection(api, auth)["authorized"] is False
+    assert actions(api, auth)[0] == ("QuickBooks authorization failed: the code exchange with Intuit failed "
+                                     "(server error (HTTP 503))")
+
+
+def test_a_replayed_callback_cannot_use_the_code_twice(api, auth, conn):
+    back = consent_page(api, auth)
+    assert finish(back).endswith("success=true")
+    first = store.host_credentials(conn, "c1")
+    assert finish(back).endswith("error=invalid_grant")
+    assert store.host_credentials(conn, "c1") == first and connection(api, auth)["authorized"] is True
+
+
+def test_a_second_consent_replaces_the_refresh_token_the_sync_uses(api, auth, sandbox, conn):
+    finish(consent_page(api, auth))
+    first = store.host_credentials(conn, "c1")
+    next(QboHook(realm_id=REALM, refresh_token=first["refresh_token"]).query("Invoice"))
+    assert finish(consent_page(api, auth)).endswith("success=true")
+    second = store.host_credentials(conn, "c1")
+    assert second["refresh_token"] != first["refresh_token"]
+    refreshes = sandbox.state("qbo")["refreshes"]
+    assert next(QboHook(realm_id=REALM, refresh_token=second["refresh_token"]).query("Invoice"))["Id"]
+    assert sandbox.state("qbo")["refreshes"] == refreshes + 1   # the new consent's token replaced the stored one
+    seed = conn.execute("SELECT seed_fingerprint FROM etl.oauth_tokens WHERE vendor = 'qbo' AND scope = %s",
+                        (REALM,)).fetchone()[0]
+    assert seed == hashlib.sha256(second["refresh_token"].encode()).hexdigest()
+
+
+def test_a_company_already_linked_to_another_connection_is_refused(api, auth, sandbox, conn):
+    finish(consent_page(api, auth, "c1"))
+    assert finish(consent_page(api, auth, "c2")) == f"{TF_SUCCESS}&error=company_already_linked"
+    assert connection(api, auth, "c2")["authorized"] is False
+    assert actions(api, auth, "c2")[0] == (f"QuickBooks authorization refused: QuickBooks company {REALM} is "
+                                           "already linked to connection c1")
+    sandbox.control("qbo", consent_realm=OTHER_REALM)
+    assert finish(consent_page(api, auth, "c2")).endswith("success=true")
+    assert connection(api, auth, "c2")["hostSystemIdentifier"] == f"qbo {OTHER_REALM}"
+
+
+def _state_of(api: str, auth: dict) -> str:
+    return parse_qs(urlsplit(start(api, auth).headers["location"]).query)["state"][0]
+
+
+@pytest.mark.parametrize("forge", ["missing", "garbage", "altered", "other key", "other purpose", "expired"])
+def test_a_forged_altered_or_expired_state_is_refused_without_a_redirect(api, auth, forge, monkeypatch):
+    real = _state_of(api, auth)
+    if forge == "altered":
+        state = real[:40] + ("A" if real[40] != "A" else "B") + real[41:]
+    elif forge == "other key":
+        with monkeypatch.context() as other:
+            other.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
+            state = consent.seal_state("c1", "https://evil.example/")
+    elif forge == "other purpose":   # e.g. stored credentials, encrypted with the same key
+        state = encryption.encrypt(json.dumps({"connection_id": "c1", "redirect_uri": "https://evil.example/",
+                                               "expires_at": 2**31})).decode()
+    elif forge == "expired":
+        monkeypatch.setattr(consent, "STATE_TTL_SECONDS", -1)
+        state = _state_of(api, auth)
+    else:
+        state = {"missing": None, "garbage": "not-a-fernet-token"}[forge]
+    response = requests.get(f"{api}/oauth/qbo/callback", params={"state": state, "code": "AB11x", "realmId": REALM},
+                            allow_redirects=False, timeout=10)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert response.json() == {"message": "This authorization link is invalid or has expired: start the "
+                                          "authorization again from TrustFile."}
+    assert connection(api, auth)["authorized"] is False and actions(api, auth) == ["Connection created"]
+
+
+@pytest.mark.parametrize(("redirect", "message"), [
+    (None, "Missing redirectUri"), ("  ", "Missing redirectUri"),
+    ("javascript:alert(1)", "redirectUri must be an http(s) URL"),
+    ("ftp://files.example/x", "redirectUri must be an http(s) URL"),
+    ("https://", "redirectUri must be an http(s) URL"),
+    ("https://app.trustfile.avalara.com/a b", "redirectUri must be an http(s) URL"),
+    ("https://app.trustfile.avalara.com:99999/", "redirectUri must be an http(s) URL"),
+])
+def test_a_missing_or_bad_redirect_uri_is_a_400(api, auth, redirect, message):
+    response = requests.get(f"{api}/connections/c1/authentication", params={"redirectUri": redirect},
+                            headers=auth, allow_redirects=False, timeout=10)
+    assert (response.status_code, response.json()) == (400, {"message": message})
+
+
+def test_unknown_connection_is_404_and_a_host_without_oauth_is_400(api, auth, conn):
+    unknown = start(api, auth, "nope")
+    assert (unknown.status_code, unknown.json()) == (404, {"message": "Unknown connection nope"})
+    conn.execute("UPDATE trustfile.connections SET host_system = 'servicetrade' WHERE connection_id = 'c2'")
+    conn.commit()
+    no_oauth = start(api, auth, "c2")
+    assert (no_oauth.status_code, no_oauth.json()) == (400, {
+        "message": "connection c2 reads servicetrade, which has no OAuth consent: its credentials are set by the "
+                   "integrations team"})
+
+
+def test_without_a_public_url_or_an_oauth_client_the_consent_cannot_start(serve, vendor_connections, auth,
+                                                                         monkeypatch):
+    monkeypatch.delenv("EXTRACTOR_PUBLIC_URL", raising=False)
+    base = serve(public_url=None)
+    requests.post(f"{base}/connections", json={"connectionId": "c1"}, headers=auth, timeout=10)
+    response = start(base, auth)
+    assert (response.status_code, response.json()) == (
+        500, {"message": "EXTRACTOR_PUBLIC_URL is not set: the consent has no callback address"})
+    monkeypatch.delenv("AIRFLOW_CONN_QBO_DEFAULT")
+    response = start(serve(), auth)
+    assert (response.status_code, response.json()) == (
+        500, {"message": "the QuickBooks OAuth client (Airflow connection qbo_default) is not configured"})
+
+
+def test_the_hook_builds_intuits_consent_url_and_explains_a_refused_code(vendor_connections, monkeypatch, sandbox):
+    url = QboHook().authorization_url("s", "https://extractor.example/oauth/qbo/callback")
+    assert url.startswith(f"{sandbox.url}/qbo/connect/oauth2?client_id={qbo_sandbox.CLIENT_ID}&response_type=code")
+    client = {**vendor_connections["qbo_default"], "extra": {}}
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(client))
+    assert QboHook().authorization_url("s", "https://x.example/cb").startswith(f"{DEFAULT_AUTHORIZE_URL}?")
+
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(vendor_connections["qbo_default"]))
+    with pytest.raises(VendorApiError) as refused:
+        QboHook().exchange_code("AB11never-issued-code", "http://127.0.0.1:1/cb")
+    assert refused.value.status == 400 and "invalid_grant" in str(refused.value)
+    assert "run the consent again" in str(refused.value) and "AB11never-issued-code" not in str(refused.value)
+    assert len([r for r in sandbox.requests("qbo") if r["path"].endswith("/tokens/bearer")]) == 1   # not retried
+
+
+def test_a_connection_holding_one_company_s_transactions_cannot_switch_to_another(api, auth, sandbox, conn):
+    finish(consent_page(api, auth, "c1"))
+    conn.execute(
+        "INSERT INTO trustfile.transactions (connection_id, item_id, source_system, source_company, source_entity, "
+        "source_id, kind, status, transaction_date, source_updated_at, sales_amount, sales_tax, shipping_amount, "
+        "shipping_tax, source_total, currency, review_required, lines, item, content_hash) VALUES ('c1', "
+        "'qbo-Invoice-1', 'qbo', %s, 'Invoice', '1', 'sale', 'active', '2026-01-05', now(), 10, 0, 0, 0, 10, 'USD', "
+        "false, '[]', '{}', 'h')", (REALM,))
+    conn.commit()
+    sandbox.control("qbo", consent_realm=OTHER_REALM)
+    assert finish(consent_page(api, auth, "c1")) == f"{TF_SUCCESS}&error=company_changed"
+    assert connection(api, auth, "c1")["hostSystemIdentifier"] == f"qbo {REALM}"
+    assert "delete the connection and create it again" in connection(api, auth, "c1")["statusMessage"]
+    assert finish(consent_page(api, auth, "c2")).endswith("success=true")    # the other company, elsewhere: fine

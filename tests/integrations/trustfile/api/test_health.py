@@ -1,0 +1,114 @@
+"""GET /health from real checks: our database, the QuickBooks OAuth client and one company, TrustFile's
+answer to our token; fast, cached for the vendors, never raising, never quoting a secret."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from integrations.trustfile import connections as store
+from integrations.trustfile.api import health_checks as health
+from sandbox import qbo as qbo_sandbox
+
+REALM = qbo_sandbox.REALMS[0]
+
+
+def statuses(base: str) -> dict[str, tuple[str, str]]:
+    response = requests.get(f"{base}/health", timeout=30)
+    assert response.status_code == 200
+    return {s["type"]: (s["status"], s["description"]) for s in response.json()["statuses"]}
+
+
+def calls(sandbox, vendor: str, endpoint: str) -> int:
+    return len([r for r in sandbox.requests(vendor) if r["path"].endswith(endpoint)])
+
+
+@pytest.fixture
+def authorized(clean_db):
+    """`authorized(refresh_token)`: an enabled connection linked to the sandbox's first company."""
+
+    def link(refresh_token: str = qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM]) -> None:
+        clean_db.execute("INSERT INTO trustfile.connections (connection_id, enabled) VALUES ('c1', true)")
+        clean_db.commit()
+        store.authorize_qbo(clean_db, "c1", REALM, refresh_token)
+
+    return link
+
+
+def test_configured_systems_without_a_company_are_ok_and_qbo_is_not_called(serve, vendor_connections, sandbox):
+    assert statuses(serve()) == {
+        "connector": ("OK", "NOMINAL"),
+        "hostSystem": ("OK", "OAuth client configured; no enabled company authorized yet"),
+        "trustfile": ("OK", "NOMINAL")}
+    assert calls(sandbox, "trustfile", "/v3/connections/credential-check") == 1
+    assert sandbox.requests("qbo") == []
+
+
+def test_vendor_checks_are_remembered_so_polling_does_not_reach_the_vendors(serve, vendor_connections, sandbox,
+                                                                           authorized):
+    authorized()
+    base = serve()
+    for _ in range(3):
+        assert statuses(base)["hostSystem"] == ("OK", "NOMINAL")
+    assert calls(sandbox, "trustfile", "/credential-check") == 1
+    assert calls(sandbox, "qbo", f"/v3/company/{REALM}/query") == 1   # one COUNT query for one company
+
+
+def test_trustfile_refusing_our_token_fails_without_quoting_it(serve, vendor_connections, monkeypatch):
+    wrong = {**vendor_connections["trustfile_default"], "password": "a-revoked-extractor-token"}
+    monkeypatch.setenv("AIRFLOW_CONN_TRUSTFILE_DEFAULT", json.dumps(wrong))
+    answer = requests.get(f"{serve()}/health", timeout=30).text
+    assert '"type":"trustfile","status":"FAIL","description":"credentials refused (HTTP 401)"' in answer
+    assert "a-revoked-extractor-token" not in answer
+
+
+def test_an_oauth_client_without_its_secret_fails_the_host_system(serve, vendor_connections, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps({**vendor_connections["qbo_default"], "password": ""}))
+    assert statuses(serve())["hostSystem"] == ("FAIL", "OAuth client not configured (client id and secret)")
+
+
+def test_a_company_whose_consent_was_revoked_degrades_the_host_system(serve, vendor_connections, authorized):
+    authorized("RT1-revoked-long-ago")
+    status, description = statuses(serve())["hostSystem"]
+    assert (status, description) == ("DEGRADED", "a company's consent no longer works (HTTP 400); the extractor "
+                                                 "log names it")
+    assert "RT1-revoked-long-ago" not in description
+
+
+def test_quickbooks_failing_fails_the_host_system_after_one_attempt(serve, vendor_connections, sandbox, authorized):
+    authorized()
+    sandbox.faults("qbo", burst_5xx=5, only_path="/query")
+    assert statuses(serve())["hostSystem"] == ("FAIL", "server error (HTTP 503)")
+    assert calls(sandbox, "qbo", "/query") == 1
+
+
+def test_a_slow_vendor_is_degraded_and_a_silent_one_fails_within_the_deadline(serve, vendor_connections, sandbox,
+                                                                              monkeypatch):
+    monkeypatch.setattr(health, "SLOW_SECONDS", 0.3)
+    monkeypatch.setattr(health, "TIMEOUT_SECONDS", 1.0)
+    sandbox.faults("trustfile", latency_ms=500)
+    status, description = statuses(serve())["trustfile"]
+    assert status == "DEGRADED" and description.startswith("slow: answered in 0.")
+    sandbox.faults("trustfile", latency_ms=2500)
+    started = time.monotonic()
+    assert statuses(serve())["trustfile"] == ("FAIL", "no answer within 1 s")
+    assert time.monotonic() - started < 2.0
+
+
+def test_errors_recorded_in_the_last_hour_degrade_the_connector(serve, vendor_connections, clean_db):
+    clean_db.execute("INSERT INTO trustfile.errors (at, type, message) VALUES "
+                     "(now() - interval '5 minutes', 'CONNECTION', 'throttled'), (now(), 'CONNECTION', 'throttled'), "
+                     "(now(), 'SYSTEM', 'TrustFile 503'), (now() - interval '2 hours', 'INTEGRATION', 'old')")
+    clean_db.commit()
+    assert statuses(serve())["connector"] == (
+        "DEGRADED", "errors in the last hour: 2 CONNECTION, 1 SYSTEM (GET /errors)")
+
+
+def test_an_unreachable_database_or_a_raising_check_is_a_fail_not_an_error(serve, vendor_connections):
+    base = serve(conninfo="postgresql://postgres@127.0.0.1:1/none?connect_timeout=1",
+                 health_overrides={"trustfile": lambda: 1 / 0})
+    found = statuses(base)
+    assert found["connector"] == ("FAIL", "OperationalError")
+    assert found["trustfile"] == ("FAIL", "ZeroDivisionError")
