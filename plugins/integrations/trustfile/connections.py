@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from etl.encryption import decrypt, encrypt
+from etl.encryption import decrypt
 from integrations.trustfile.sync import PIPELINE
 
 FIELDS = ("connection_id", "enabled", "start_date", "host_system", "host_identifier", "host_credentials",
@@ -131,70 +131,6 @@ def _pause_idle_watermarks(conn: psycopg.Connection) -> None:
 
 
 
-# ---- host-system consent (the extractor API's OAuth callback) -------------------------------------
-
-class ConsentRefused(Exception):
-    """The consent is valid but cannot be applied to this connection; `kind` goes back to TrustFile."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, refresh_token: str) -> None:
-    """Link the connection to its QuickBooks company and keep the consent's refresh token, encrypted.
-
-    The token seeds etl.oauth_tokens when the sync first builds a QboHook from it; a later consent's
-    token has another fingerprint and replaces the stored one. Raises ConsentRefused (changing
-    nothing but the status) when another connection is linked to that company (its sales would be
-    filed twice, and the two refresh tokens would keep replacing each other in the shared token row),
-    or when this connection already holds another company's transactions (item ids do not name the
-    company: the two would mix in TrustFile).
-    """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trustfile qbo realm {realm_id}",))
-        refusal = _consent_refusal(conn, connection_id, realm_id)
-        if refusal is None:
-            credentials = encrypt(json.dumps({"realm_id": realm_id, "refresh_token": refresh_token}))
-            conn.execute("UPDATE trustfile.connections SET host_identifier = %s, host_credentials = %s "
-                         "WHERE connection_id = %s", (realm_id, credentials, connection_id))
-            _consent_outcome(conn, connection_id, f"Authorized QuickBooks company {realm_id}",
-                             f"authorized QuickBooks company {realm_id}")
-            return
-    with conn.transaction():
-        _consent_outcome(conn, connection_id, f"QuickBooks authorization refused: {refusal}", str(refusal))
-    raise refusal
-
-
-def _consent_refusal(conn: psycopg.Connection, connection_id: str, realm_id: str) -> ConsentRefused | None:
-    other = conn.execute(
-        "SELECT connection_id FROM trustfile.connections WHERE host_system = 'qbo' AND host_identifier = %s "
-        "AND host_credentials IS NOT NULL AND connection_id <> %s", (realm_id, connection_id)).fetchone()
-    if other:
-        return ConsentRefused("company_already_linked",
-                              f"QuickBooks company {realm_id} is already linked to connection {other[0]}")
-    current = conn.execute("SELECT host_identifier FROM trustfile.connections WHERE connection_id = %s",
-                           (connection_id,)).fetchone()
-    if current and current[0] not in (None, realm_id) and conn.execute(
-            "SELECT 1 FROM trustfile.transactions WHERE connection_id = %s LIMIT 1", (connection_id,)).fetchone():
-        return ConsentRefused("company_changed",
-                              f"this connection already holds QuickBooks company {current[0]}'s transactions; to "
-                              f"switch to company {realm_id}, delete the connection and create it again")
-    return None
-
-
-def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
-    """A consent that ended without tokens: say so on the connection; its credentials, if any, stay."""
-    with conn.transaction():
-        _consent_outcome(conn, connection_id, action, status_message)
-
-
-def _consent_outcome(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
-    conn.execute("UPDATE trustfile.connections SET status_message = %s, status_changed_at = now() "
-                 "WHERE connection_id = %s", (status_message[:1000], connection_id))
-    record_activity(conn, connection_id, action)
-
-
 @dataclass(frozen=True)
 class SyncSettings:
     """What the sync needs of a connection, its secrets decrypted."""
@@ -232,49 +168,3 @@ def latest_authorized(conn: psycopg.Connection, host_system: str) -> str | None:
         "AND host_credentials IS NOT NULL ORDER BY status_changed_at DESC, connection_id LIMIT 1",
         (host_system,)).fetchone()
     return row[0] if row else None
-
-# ---- provisioning (the trustfile_provision DAG) ---------------------------------------------------
-
-def register_signup(conn: psycopg.Connection, connection_id: str, email: str, company_name: str,
-                    host_system: str, host_connection_id: str | None = None) -> tuple[str, str]:
-    """Create (or find again) the disabled, start-date-less connection a signup is for.
-
-    Keyed by the email, so a retried or re-triggered run finds its row instead of making another.
-    A ServiceTrade company has no OAuth consent: its credentials are an Airflow connection (login
-    and password, encrypted by Airflow), named here and kept as the connection's host credentials.
-    Returns (connection_id, provisioning_state).
-    """
-    credentials = identifier = None
-    if host_system == "servicetrade":
-        identifier = host_connection_id or "servicetrade_default"
-        credentials = encrypt(json.dumps({"airflow_conn_id": identifier}))
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT connection_id, provisioning_state FROM trustfile.connections WHERE lower(signup_email) = lower(%s)",
-            (email,)).fetchone()
-        if row:
-            return row[0], row[1]
-        conn.execute(
-            "INSERT INTO trustfile.connections (connection_id, host_system, host_identifier, host_credentials, "
-            "signup_email, company_name, provisioning_state, status_message) "
-            "VALUES (%s, %s, %s, %s, %s, %s, 'signing_up', 'signing up to TrustFile')",
-            (connection_id, host_system, identifier, credentials, email, company_name))
-        record_activity(conn, connection_id, f"Signing up {company_name} to TrustFile")
-    return connection_id, "signing_up"
-
-
-def record_signup(conn: psycopg.Connection, connection_id: str, company_token_encrypted: bytes) -> None:
-    with conn.transaction():
-        conn.execute(
-            "UPDATE trustfile.connections SET company_token = %s, provisioning_state = 'provisioned', "
-            "status_message = 'signed up; waiting for TrustFile to enable it', status_changed_at = now() "
-            "WHERE connection_id = %s", (company_token_encrypted, connection_id))
-        record_activity(conn, connection_id, "Signed up to TrustFile")
-
-
-def record_signup_failure(conn: psycopg.Connection, connection_id: str, message: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "UPDATE trustfile.connections SET provisioning_state = 'signup_failed', status_message = %s, "
-            "status_changed_at = now() WHERE connection_id = %s", (f"signup failed: {message}"[:1000], connection_id))
-        record_activity(conn, connection_id, "Signup to TrustFile failed")

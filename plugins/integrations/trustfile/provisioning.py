@@ -13,7 +13,7 @@ import uuid
 from etl import db
 from etl.encryption import encrypt
 from etl.ledger import redact_text
-from integrations.trustfile import connections
+from integrations.trustfile import signup
 
 log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("6f1d7a35-2c56-4d0c-9a8e-3c1b4f0e9b21")   # our connection ids: uuid5(namespace, email)
@@ -32,7 +32,7 @@ def register(params: dict) -> str:
         raise ProvisioningError("provisioning needs an email address and a company name")
     connection_id = str(uuid.uuid5(NAMESPACE, email.lower()))
     with db.connect() as conn:
-        connection_id, state = connections.register_signup(conn, connection_id, email, company,
+        connection_id, state = signup.register_signup(conn, connection_id, email, company,
                                                            params.get("host_system") or "qbo",
                                                            params.get("host_connection_id"))
     log.info("connection %s for %s is %s", connection_id, email, state)
@@ -57,16 +57,16 @@ def sign_up(connection_id: str, params: dict) -> str:
         message = (f"TrustFile already has a user {email} but we hold no company token for connection "
                    f"{connection_id}: find the company in TrustFile and map it by hand, do not sign up again")
         with db.connect() as conn:
-            connections.record_signup_failure(conn, connection_id, message)
+            signup.record_signup_failure(conn, connection_id, message)
         raise ProvisioningError(message)
     fields = {api: params[name] for name, api in ADDRESS_FIELDS.items() if params.get(name)}
     try:
         token = hook.signup(email=email, company_name=company, **fields)
     except VendorApiError as exc:
         with db.connect() as conn:
-            connections.record_signup_failure(conn, connection_id, redact_text(str(exc)))
+            signup.record_signup_failure(conn, connection_id, redact_text(str(exc)))
         raise
     with db.connect() as conn:
-        connections.record_signup(conn, connection_id, encrypt(token))
+        signup.record_signup(conn, connection_id, encrypt(token))
     log.info("connection %s signed up to TrustFile", connection_id)
     return "provisioned"

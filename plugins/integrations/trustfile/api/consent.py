@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from etl.encryption import EncryptionError
 from hooks.vendor_http import VendorApiError
 from integrations.trustfile import connections as store
+from integrations.trustfile import consent
 from integrations.trustfile.api import consent_state, health_checks
 from integrations.trustfile.api.common import AUTHORIZED, NO_STORE, ApiError, Conn, redirect
 from integrations.trustfile.api.connections import existing
@@ -88,8 +89,8 @@ def finish_consent(request: Request, conn: Conn, state: str | None = None, code:
         return _refused(conn, connection_id, back, "server_error",
                         f"failed: the QuickBooks OAuth client ({client.conn_id}) is not configured")
     try:
-        store.authorize_qbo(conn, connection_id, realmId, grant.refresh_token)
-    except store.ConsentRefused as refusal:
+        consent.authorize_qbo(conn, connection_id, realmId, grant.refresh_token)
+    except consent.ConsentRefused as refusal:
         log.warning("consent for connection %s refused: %s", connection_id, refusal)
         return redirect(back, error=refusal.kind)
     log.info("connection %s authorized QuickBooks company %s", connection_id, realmId)
@@ -99,6 +100,6 @@ def finish_consent(request: Request, conn: Conn, state: str | None = None, code:
 def _refused(conn, connection_id: str, back: str, kind: str, outcome: str) -> RedirectResponse:
     """A consent that ended without tokens: on the connection (activity, status), then back to TrustFile."""
     log.info("connection %s: QuickBooks authorization %s", connection_id, outcome)
-    store.record_consent_failure(conn, connection_id, f"QuickBooks authorization {outcome}",
+    consent.record_consent_failure(conn, connection_id, f"QuickBooks authorization {outcome}",
                                  f"QuickBooks authorization {outcome}; authorize again from TrustFile")
     return redirect(back, error=kind)

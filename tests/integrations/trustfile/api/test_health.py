@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from integrations.trustfile import connections as store
+from integrations.trustfile import consent
 from integrations.trustfile.api import health_checks as health
 from sandbox import qbo as qbo_sandbox
 
@@ -32,7 +32,7 @@ def authorized(clean_db):
     def link(refresh_token: str = qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM]) -> None:
         clean_db.execute("INSERT INTO trustfile.connections (connection_id, enabled) VALUES ('c1', true)")
         clean_db.commit()
-        store.authorize_qbo(clean_db, "c1", REALM, refresh_token)
+        consent.authorize_qbo(clean_db, "c1", REALM, refresh_token)
 
     return link
 
