@@ -140,7 +140,7 @@ class QboSandbox:
 
     def control(self, payload: dict) -> dict:
         """Tests move the clock, tune limits, and change records."""
-        for change in [*payload.get("touch", []), *payload.get("delete", [])]:
+        for change in [*payload.get("touch", []), *payload.get("delete", []), *payload.get("restamp", [])]:
             self.realm_data(change["realm"])
         for realm in payload.get("generate", []):    # make a company's records now, not on its first query
             self.realm_data(realm)
@@ -163,6 +163,11 @@ class QboSandbox:
                 record["SyncToken"] = str(int(record["SyncToken"]) + 1)
                 record["MetaData"]["LastUpdatedTime"] = now
                 self._index.pop((change["realm"], change["entity"]), None)
+            for stamps in payload.get("restamp", []):   # {"realm", "entity", "at": {id: iso time}}: a bulk import
+                for record in self._data[stamps["realm"]][stamps["entity"]]:
+                    if record["Id"] in stamps["at"]:
+                        record["MetaData"]["LastUpdatedTime"] = stamps["at"][record["Id"]]
+                self._index.pop((stamps["realm"], stamps["entity"]), None)
             for gone in payload.get("delete", []):    # {"realm", "entity", "id"}: only CDC still tells
                 rows = self._data[gone["realm"]][gone["entity"]]
                 rows[:] = [r for r in rows if r["Id"] != gone["id"]]
