@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-$(call SUM,requirements.txt constraints.txt pr
 TEST_STAMP    := $(VENV)/.test-$(call SUM,requirements-test.txt constraints.txt)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: install install-test up down test lint bench lock clean smoke migrate
+.PHONY: install install-test up down test lint bench lock clean smoke migrate psql
 
 # The runtime set: what `make up` and the image run.
 install: $(RUNTIME_STAMP)
@@ -57,9 +57,13 @@ lock:
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Apply our migrations to the database named by INTEGRATIONS_DATABASE_URL (what `make up` does too).
+# Apply our migrations to INTEGRATIONS_DATABASE_URL, else to make up's embedded database.
 migrate: install
-	$(BIN)/python -m etl.migrate
+	$(BIN)/python -m stack migrate
+
+# psql on make up's embedded database (the password comes from .local/secrets.json, never the screen).
+psql: install
+	$(BIN)/python -m stack psql
 
 # Trigger the maintenance DAG on the running `make up` stack through the REST API and wait for success.
 smoke:

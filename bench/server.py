@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 
 import psycopg
 from psycopg import sql
@@ -18,7 +19,9 @@ def bench_database(name: str = "bench"):
     server_url = os.environ.get("BENCH_DATABASE_URL")
     server = None
     if not server_url:
-        server = EmbeddedPostgres(settings.LOCAL / "bench-postgres" / "data", free_port()).start()
+        # The same server as `make up`'s (password authentication), with a password of this run's own.
+        server = EmbeddedPostgres(settings.LOCAL / "bench-postgres" / "data", free_port(),
+                                  password=secrets.token_urlsafe(32)).start()
         server_url = server.url()
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -15,8 +15,10 @@ back (encrypted). TrustFile then enables the connection through the extractor AP
 (`PUT /extractor/connections/{id}` with `enabled` and `startDate`), and the sync picks it up.
 
 Safe to re-trigger with the same email: the connection is found again, and a company already signed
-up is not signed up twice. A failed signup leaves the connection in `signup_failed` with the reason in
-its status message (`GET /extractor/connections/{id}`); see `docs/integrations/trustfile.md`.
+up is not signed up twice. Runs go one at a time (`max_active_runs=1`), and a task retry or a second
+run for one email waits for the one signing it up (a lock per email). A failed signup leaves the
+connection in `signup_failed` with the reason in its status message (`GET /extractor/connections/{id}`);
+a stored company token always means `provisioned`. See `docs/integrations/trustfile.md`.
 """
 
 
@@ -25,6 +27,7 @@ its status message (`GET /extractor/connections/{id}`); see `docs/integrations/t
     schedule=None,
     start_date=START_DATE,
     catchup=False,
+    max_active_runs=1,
     tags=["trustfile", "manual"],
     doc_md=DOC,
     default_args=default_args(owner="integrations", retries=2),

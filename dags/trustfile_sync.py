@@ -11,8 +11,9 @@ DOC = """
 
 Every hour, one mapped task per TrustFile connection that is enabled, has reached its start date and
 is authorized at its host system (QuickBooks Online or ServiceTrade). Each task reads the documents
-changed since the connection's watermark (in windows of `window_days`, at most `max_documents` per
-run, so a company with years of history catches up over several runs without starving the others),
+changed since the connection's watermark (in windows of about `window_documents` documents, each
+one transaction; at most `max_documents` per run, so a company with years of history catches up
+over several runs without starving the others),
 maps them to the TrustFile model, loads them and moves the watermark in one transaction, then pushes
 to TrustFile only the items that are new or changed since the last push (1000 per call).
 
@@ -33,8 +34,9 @@ failures are also listed by `GET /extractor/errors`. Runbook: `docs/integrations
     default_args=default_args(owner="integrations", retries=2),
     on_failure_callback=OnCallNotifier(),
     params={
-        "window_days": Param(31, type="integer", minimum=1, maximum=366,
-                             description="Largest slice of history read (and committed) at a time."),
+        "window_documents": Param(20_000, type="integer", minimum=100,
+                                  description="A window (one transaction) ends once it holds about this many "
+                                              "documents; a sparse history is read in one."),
         "max_documents": Param(100_000, type="integer", minimum=1,
                                description="After this many documents a connection's run stops and the next goes on."),
     },

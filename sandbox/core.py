@@ -19,7 +19,9 @@ class Faults:
     error_rate: float = 0.0          # share of requests answered 503 at random (seeded)
     burst_5xx: int = 0               # the next N requests answer 503
     latency_ms: int = 0              # added to every request
-    truncate_next: int = 0           # the next N successful bodies are cut in half (a well-formed short answer)
+    truncate_next: int = 0           # the next N successful answers keep only the first half of their body's
+                                     # bytes, sent as complete (Content-Length matches): a 200 whose JSON or
+                                     # XML is broken, as a proxy that cut the answer would deliver
     drop_next: int = 0               # the next N successful answers promise their full length, then stop
     throttle_next: int = 0           # the next N requests answer the vendor's 429
     retry_after_seconds: float | None = None  # Retry-After sent with those 429s (None: no header)

@@ -1,15 +1,20 @@
 """QuickBooks Online, as our hook meets it (docs/integrations/quickbooks-online.md).
 
-- OAuth token endpoint with real rotation: each refresh issues a new refresh token and the old one
-  stops working (after `refresh_grace_seconds`, 0 by default: the harshest reading of the docs);
-  access tokens live one hour on a clock tests can move (`PUT /_sandbox/control/qbo`).
+- OAuth token endpoint with real rotation: each refresh issues a new refresh token. What becomes of
+  the old one is undocumented, so both readings are offered (`PUT /_sandbox/control/qbo`
+  `{"old_refresh_token": ...}`): `dies_at_once` (the default, the harshest: after `refresh_grace_seconds`
+  of the sandbox's clock, 0 by default), or `until_new_one_used` (it keeps working, and each retry with
+  it issues another pair, until one of the tokens it produced is first presented; then it and its
+  other offspring die). Access tokens live one hour on a clock tests can move, and read only the
+  company they were issued for.
 - The consent (authorization-code grant): `GET /connect/oauth2` consents without a human for the
   company `consent_realm` (or refuses with `error=access_denied` when `consent_denied`) and redirects
   with a code that is single-use, bound to its redirect_uri and dead after 10 minutes.
 - `query` (GET with `query=` or POST with an application/text body) for the grammar subset we use:
   `SELECT * | COUNT(*) FROM <Entity> [WHERE MetaData.LastUpdatedTime >=|>|<|<= '<ts>' [AND …]]
   [ORDERBY MetaData.LastUpdatedTime [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, 1-based, at most 1000.
-- `cdc` with its 30-day look-back and 1000-object cap.
+- `cdc` with its 30-day look-back and 1000-object cap; `companyinfo/<realm>`, which a consent reads to
+  prove its token is for the company in the redirect.
 - `minorversion` required on every API call; Fault JSON bodies; 401 in the gateway's lowercase shape;
   past `rate_per_minute` requests per realm, 429 with the XML ThrottleExceeded body and no Retry-After.
 """
@@ -37,6 +42,7 @@ INITIAL_REFRESH_TOKENS = {realm: f"qbo-sandbox-initial-refresh-{n}" for n, realm
 ENTITIES = ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo", "Payment")
 ACCESS_SECONDS, REFRESH_SECONDS = 3600, 8_726_400
 CODE_SECONDS = 600   # RFC 6749 4.1.2: codes expire shortly after issue, 10 minutes at most
+OLD_REFRESH_TOKEN = ("dies_at_once", "until_new_one_used")
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 MAX_RESULTS, CDC_CAP = 1000, 1000
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
@@ -110,15 +116,18 @@ class QboSandbox:
         self.per_entity = self.default_per_entity
         self.rate_per_minute = 500
         self.refresh_grace_seconds = 0.0
+        self.old_refresh_token = OLD_REFRESH_TOKEN[0]
         self.throttle_status = 429   # older QBO answers used 403 with the same XML body
         self.refresh_tokens: dict[str, tuple[str, float | None]] = {   # token -> (realm, dies at)
             token: (realm, None) for realm, token in INITIAL_REFRESH_TOKENS.items()}
+        self.parent_of: dict[str, str] = {}     # refresh token -> the one it replaced, until it is first used
         self.access_tokens: dict[str, tuple[str, float]] = {}            # token -> (realm, expires at)
         self.consent_realm, self.consent_denied = REALMS[0], False
         self.redirect_uris: list[str] | None = None    # the app's registered redirect URIs; None: any local one
         self.codes: dict[str, tuple[str, str, float]] = {}               # code -> (realm, redirect_uri, dies at)
         self.consents = 0
         self.refreshes = 0
+        self.refresh_refusals = 0
         self.calls: dict[str, list[float]] = {}
         self._data: dict[str, dict[str, list[dict]]] = {}
         self._deleted: dict[tuple[str, str], list[dict]] = {}      # (realm, entity) -> CDC tombstones
@@ -140,16 +149,22 @@ class QboSandbox:
 
     def control(self, payload: dict) -> dict:
         """Tests move the clock, tune limits, and change records."""
-        for change in [*payload.get("touch", []), *payload.get("delete", []), *payload.get("restamp", [])]:
+        for change in [*payload.get("touch", []), *payload.get("delete", []), *payload.get("restamp", []),
+                       *([payload["spread"]] if "spread" in payload else [])]:
             self.realm_data(change["realm"])
         for realm in payload.get("generate", []):    # make a company's records now, not on its first query
             self.realm_data(realm)
         with self.state.lock:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
+            if payload.get("expire_access_tokens"):    # an hour passing for the tokens only: CDC's reach stays put
+                self.access_tokens = {t: (realm, self.now()) for t, (realm, _) in self.access_tokens.items()}
             self.rate_per_minute = int(payload.get("rate_per_minute", self.rate_per_minute))
             self.per_entity = int(payload.get("per_entity", self.per_entity))   # for realms not generated yet
             self.refresh_grace_seconds = float(payload.get("refresh_grace_seconds", self.refresh_grace_seconds))
             self.throttle_status = int(payload.get("throttle_status", self.throttle_status))
+            if payload.get("old_refresh_token", self.old_refresh_token) not in OLD_REFRESH_TOKEN:
+                raise ValueError(f"old_refresh_token must be one of {OLD_REFRESH_TOKEN}")
+            self.old_refresh_token = payload.get("old_refresh_token", self.old_refresh_token)
             if "consent_realm" in payload:
                 if payload["consent_realm"] not in REALMS:
                     raise ValueError(f"consent_realm must be one of {REALMS}")
@@ -163,6 +178,8 @@ class QboSandbox:
                 record["SyncToken"] = str(int(record["SyncToken"]) + 1)
                 record["MetaData"]["LastUpdatedTime"] = now
                 self._index.pop((change["realm"], change["entity"]), None)
+            if "spread" in payload:   # {"realm", "from", "to"}: a company's history over years, evenly
+                self._spread(**payload["spread"])
             for stamps in payload.get("restamp", []):   # {"realm", "entity", "at": {id: iso time}}: a bulk import
                 for record in self._data[stamps["realm"]][stamps["entity"]]:
                     if record["Id"] in stamps["at"]:
@@ -175,6 +192,16 @@ class QboSandbox:
                     {"domain": "QBO", "status": "Deleted", "Id": gone["id"], "MetaData": {"LastUpdatedTime": now}})
                 self._index.pop((gone["realm"], gone["entity"]), None)
         return self.inspect()
+
+    def _spread(self, realm: str, **bounds: str) -> None:
+        """Every record of the company last updated evenly between `from` and `to` (ISO times), each entity
+        over the whole span: a sparse history years long."""
+        low, high = (dt.datetime.fromisoformat(bounds[b]) for b in ("from", "to"))
+        for entity, rows in self._data[realm].items():
+            step = (high - low) / max(1, len(rows))
+            for n, record in enumerate(rows):
+                record["MetaData"]["LastUpdatedTime"] = _stamp((low + n * step).astimezone(T0.tzinfo))
+            self._index.pop((realm, entity), None)
 
     def _sorted(self, realm: str, entity: str) -> tuple[list, list]:
         """Rows by (LastUpdatedTime, scramble), built once per change: a 100k-row company stays fast.
@@ -193,7 +220,8 @@ class QboSandbox:
         return dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"]), (int(row["Id"]) * 7919) % 1009
 
     def inspect(self) -> dict:
-        return {"refreshes": self.refreshes, "live_refresh_tokens": len(self.refresh_tokens), "consents": self.consents,
+        return {"refreshes": self.refreshes, "refresh_refusals": self.refresh_refusals,
+                "live_refresh_tokens": len(self.refresh_tokens), "consents": self.consents,
                 "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self._data.items()}}
 
     def _generate(self, realm_index: int) -> dict[str, list[dict]]:
@@ -294,17 +322,7 @@ class QboSandbox:
             if form.get("grant_type") != "refresh_token" or not form.get("refresh_token"):
                 return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
             with self.state.lock:
-                entry = self.refresh_tokens.get(form["refresh_token"])
-                if entry is None or (entry[1] is not None and entry[1] <= self.now()):
-                    return JSONResponse({"error": "invalid_grant",
-                                         "error_description": "Token has been expired or revoked."}, status_code=400)
-                realm = entry[0]
-                # Rotation: the presented token dies (now, or after the grace period); a new one is born.
-                self.refresh_tokens[form["refresh_token"]] = (realm, self.now() + self.refresh_grace_seconds)
-                self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items()
-                                       if v[1] is None or v[1] > self.now()}
-                self.refreshes += 1
-                return self._issue_tokens(realm)
+                return self._rotate(form["refresh_token"])
 
         @app.get("/connect/oauth2")
         def authorize(request: Request):
@@ -325,6 +343,17 @@ class QboSandbox:
         @app.post("/v3/company/{realm}/query")
         async def query_post(realm: str, request: Request):
             return await run_query(realm, request, (await request.body()).decode())
+
+        @app.get("/v3/company/{realm}/companyinfo/{company_id}")
+        def company_info(realm: str, company_id: str, request: Request):
+            problem = self._check_call(realm, request)
+            if problem is not None:
+                return problem
+            if company_id != realm:
+                return _fault(400, "610", "Object Not Found", f"CompanyInfo {company_id} is not in realm {realm}")
+            return {"CompanyInfo": {"Id": "1", "CompanyName": f"Sandbox Company {REALMS.index(realm) + 1}",
+                                    "Country": "US", "SyncToken": "0"},
+                    "time": _stamp(dt.datetime.now(dt.timezone.utc))}
 
         @app.get("/v3/company/{realm}/cdc")
         def cdc(realm: str, request: Request, entities: str = "", changedSince: str = ""):  # noqa: N803
@@ -353,6 +382,27 @@ class QboSandbox:
                 if rows:
                     responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows)})
             return {"CDCResponse": [{"QueryResponse": responses or [{}]}], "time": _stamp(now)}
+
+    def _rotate(self, presented: str) -> JSONResponse | dict:
+        """grant_type=refresh_token (caller holds the state lock): a new pair, and the old token's fate."""
+        entry = self.refresh_tokens.get(presented)
+        if entry is None or (entry[1] is not None and entry[1] <= self.now()):
+            self.refresh_refusals += 1
+            return JSONResponse({"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+                                status_code=400)
+        realm = entry[0]
+        parent = self.parent_of.pop(presented, None)
+        if self.old_refresh_token == "dies_at_once":
+            self.refresh_tokens[presented] = (realm, self.now() + self.refresh_grace_seconds)
+        elif parent is not None:   # first use of a rotated token: the one it replaced, and its other offspring, die
+            for token in [parent, *[t for t, p in self.parent_of.items() if p == parent]]:
+                self.refresh_tokens.pop(token, None)
+        self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items() if v[1] is None or v[1] > self.now()}
+        self.parent_of = {t: p for t, p in self.parent_of.items() if t in self.refresh_tokens}
+        self.refreshes += 1
+        answer = self._issue_tokens(realm)
+        self.parent_of[answer["refresh_token"]] = presented
+        return answer
 
     def _issue_tokens(self, realm: str) -> dict:
         """A new access + refresh token pair for `realm` (caller holds the state lock)."""

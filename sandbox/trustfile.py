@@ -3,6 +3,8 @@
 Faithful where it hurts: a batch is all or nothing (one bad item and `processed` is 0, with one
 error per fault in ajv's format), at most 1000 items per call, upsert by (itemId, refund), 401
 `{"message": "You are not authorized"}` for a wrong bearer token, 404 for an unknown connection.
+Where the vendor's answer is undocumented or its docs and its behaviour may differ (the 404's body,
+the email lookup's answer for an unknown email), `control()` switches between the plausible forms.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 import uuid
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from sandbox.core import SandboxState, install_faults
 
@@ -22,6 +24,10 @@ SEEDED_CONNECTIONS = ("tf-sandbox-connection-1", "tf-sandbox-connection-2")
 MAX_ITEMS = 1000
 NUMBER_FIELDS = ("salesAmount", "salesTax", "shippingAmount", "shippingTax")
 REQUIRED = ("itemId", "transactionDate", "shipToAddress", *NUMBER_FIELDS, "refund")
+# 404 for an unknown connection: what the sandbox always said, or the public spec's (no body at all).
+UNKNOWN_CONNECTION_FORMS = ("message", "empty")
+# The v4 lookup of an email TrustFile does not know: undocumented, so each plausible answer.
+UNKNOWN_EMAIL_FORMS = ("success_false", "not_found", "bad_request")
 
 
 def _now() -> str:
@@ -79,14 +85,37 @@ class TrustFileSandbox:
         self.reset()
         self._routes()
 
-    def control(self, payload: dict) -> dict:
+    def control(self, payload: dict) -> dict | JSONResponse:
         """`all_errors: false` answers only the first validation error, as ajv does by default;
         `error_style`: `ajv6` (`dataPath: .items[i]`), `ajv8` (`instancePath: /items/i`) or `opaque`
-        (errors that name no item: the docs promise nothing more)."""
+        (errors that name no item: the docs promise nothing more);
+        `unknown_connection`: `message` (404 `{"message": "Connection not found"}`) or `empty` (404 with
+        no body, as the public spec documents it);
+        `unknown_email` (`GET /v4/company?email=` for an email TrustFile does not know): `success_false`
+        (200 `{"success": "false"}`), `not_found` (404, no body) or `bad_request` (400 `{"success": "false"}`)."""
+        forms = {"unknown_connection": UNKNOWN_CONNECTION_FORMS, "unknown_email": UNKNOWN_EMAIL_FORMS}
+        for key, allowed in forms.items():
+            if key in payload and payload[key] not in allowed:
+                return JSONResponse({"message": f"{key} must be one of {list(allowed)}"}, status_code=400)
         with self.state.lock:
             self.all_errors = bool(payload.get("all_errors", self.all_errors))
             self.error_style = payload.get("error_style", self.error_style)
-        return {"all_errors": self.all_errors, "error_style": self.error_style}
+            self.unknown_connection = payload.get("unknown_connection", self.unknown_connection)
+            self.unknown_email = payload.get("unknown_email", self.unknown_email)
+        return {"all_errors": self.all_errors, "error_style": self.error_style,
+                "unknown_connection": self.unknown_connection, "unknown_email": self.unknown_email}
+
+    def _connection_not_found(self) -> Response:
+        if self.unknown_connection == "empty":
+            return Response(status_code=404)
+        return JSONResponse({"message": "Connection not found"}, status_code=404)
+
+    def _email_not_found(self) -> Response | dict:
+        if self.unknown_email == "not_found":
+            return Response(status_code=404)
+        if self.unknown_email == "bad_request":
+            return JSONResponse({"success": "false", "error": "User does not exist"}, status_code=400)
+        return {"success": "false", "message": "User does not exist"}
 
     def _styled(self, errors: list[dict]) -> list[dict]:
         if self.error_style == "ajv8":
@@ -109,6 +138,8 @@ class TrustFileSandbox:
     def reset(self) -> None:
         self.all_errors = True
         self.error_style = "ajv6"
+        self.unknown_connection = "message"
+        self.unknown_email = "success_false"
         self.items: dict[tuple[str, str, bool], dict] = {}
         self.push_calls: dict[str, int] = {}
         self.item_writes: dict[str, int] = {}
@@ -134,7 +165,7 @@ class TrustFileSandbox:
             if not self._authorized(request):
                 return unauthorized()
             if connection_id not in self.companies:
-                return JSONResponse({"message": "Connection not found"}, status_code=404)
+                return self._connection_not_found()
             try:
                 body = await request.json()
             except ValueError:
@@ -167,7 +198,7 @@ class TrustFileSandbox:
             if not self._authorized(request):
                 return unauthorized()
             if connection_id not in self.companies:
-                return JSONResponse({"message": "Connection not found"}, status_code=404)
+                return self._connection_not_found()
             found = [v for (cid, iid, _), v in self.items.items() if cid == connection_id and iid == item_id]
             if not found:
                 return JSONResponse({"message": "Item not found"}, status_code=404)
@@ -178,7 +209,7 @@ class TrustFileSandbox:
             if not self._authorized(request):
                 return unauthorized()
             if connection_id not in self.companies:
-                return JSONResponse({"message": "Connection not found"}, status_code=404)
+                return self._connection_not_found()
             return {"company": self.companies[connection_id]}
 
         @app.get("/v4/company")
@@ -189,7 +220,7 @@ class TrustFileSandbox:
                 return JSONResponse({"success": "false", "error": "No email address provided"}, status_code=400)
             if email.lower() in self.users:
                 return {"success": "true", "message": "User already exists"}
-            return {"success": "false", "message": "User does not exist"}
+            return self._email_not_found()
 
         @app.post("/v4/company/signup")
         async def signup(request: Request):

@@ -4,6 +4,15 @@
                             then the Airflow API server (UI on :8080), scheduler, DAG processor
                             and triggerer in the foreground; Ctrl-C stops everything it started.
     python -m stack down    from another shell: stop what `up` started, by pid.
+    python -m stack migrate our migrations on INTEGRATIONS_DATABASE_URL, else on the embedded
+                            server's `integrations` database (started for the moment if it is down).
+    python -m stack psql [DATABASE]
+                            psql on the embedded server (default database: integrations), its
+                            password passed from .local/secrets.json, never shown.
+
+The embedded PostgreSQL asks for a password (stack/embedded_pg.py): it is generated once into
+.local/secrets.json (mode 600), and every URL `up` hands out (the integrations_db connection,
+INTEGRATIONS_DATABASE_URL for the API server, Airflow's metadata database) carries it.
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ import psutil
 
 from stack import settings
 from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
-from stack.embedded_pg import EmbeddedPostgres
+from stack.embedded_pg import SUPERUSER, EmbeddedPostgres, pg_bin
 from stack.processes import ProcessGroup, say, stop_recorded, write_private
 
 SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT)]
@@ -33,8 +42,10 @@ COMPONENTS = {
 }
 
 
-def embedded_server() -> EmbeddedPostgres:
-    return EmbeddedPostgres(settings.PGDATA, settings.EMBEDDED_PG_PORT)
+def embedded_server(*, with_password: bool = True) -> EmbeddedPostgres:
+    """The `make up` server; its password comes from the secrets file (stopping it needs none)."""
+    password = settings.local_secrets().postgres_password if with_password else None
+    return EmbeddedPostgres(settings.PGDATA, settings.EMBEDDED_PG_PORT, password=password)
 
 
 def resolve_databases() -> tuple[str, str, EmbeddedPostgres | None]:
@@ -199,7 +210,7 @@ def forget_sandbox_tokens(integrations_url: str) -> None:
 
 
 def stop_embedded() -> None:
-    server = embedded_server()
+    server = embedded_server(with_password=False)
     if server.is_running():
         say("stopping embedded PostgreSQL")
         server.stop()
@@ -244,8 +255,42 @@ def down() -> int:
     return 0
 
 
+def migrate_command() -> int:
+    """`make migrate`: INTEGRATIONS_DATABASE_URL when set (etl.migrate's own default), else `make up`'s database."""
+    sys.path.insert(0, str(settings.ROOT / "plugins"))
+    from etl import migrate
+
+    if os.environ.get("INTEGRATIONS_DATABASE_URL"):
+        return migrate.main([])
+    server = embedded_server()
+    was_running = server.is_running()
+    server.start()
+    try:
+        server.create_database("integrations")
+        say(f"migrating {server.display_url('integrations')}")
+        return migrate.main(["--url", server.url("integrations")])
+    finally:
+        if not was_running:
+            server.stop()
+
+
+def psql_command(database: str = "integrations") -> int:
+    """psql on the embedded server, the password handed over in PGPASSWORD (never on the command line)."""
+    server = embedded_server()
+    if not server.is_running():
+        say(f"the embedded PostgreSQL is not running (start it with `make up`); data in {settings.PGDATA}",
+            error=True)
+        return 1
+    env = {**os.environ, "PGPASSWORD": server.password}
+    command = [str(pg_bin.POSTGRES_BIN_PATH / "psql"), "-h", server.host, "-p", str(server.port),
+               "-U", SUPERUSER, "-d", database]
+    return subprocess.run(command, env=env).returncode
+
+
 def main(argv: list[str]) -> int:
-    commands = {"up": up, "down": down}
+    commands = {"up": up, "down": down, "migrate": migrate_command}
+    if argv[:1] == ["psql"] and len(argv) <= 2:
+        return psql_command(*argv[1:])
     if len(argv) != 1 or argv[0] not in commands:
         say(__doc__, error=True)
         return 2

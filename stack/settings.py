@@ -28,7 +28,7 @@ SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
 ADMIN_USER = "admin"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)   # every field is a secret: no repr() that would print them
 class LocalSecrets:
     """Generated once per checkout and kept in .local/, so restarts keep sessions and encrypted values."""
 
@@ -37,6 +37,7 @@ class LocalSecrets:
     admin_password: str
     integrations_fernet_key: str
     avalara_to_extractor_token: str
+    postgres_password: str            # the embedded PostgreSQL's superuser (scram-sha-256; stack/embedded_pg.py)
 
 
 def local_secrets() -> LocalSecrets:
@@ -47,6 +48,7 @@ def local_secrets() -> LocalSecrets:
         "admin_password": lambda: secrets.token_urlsafe(12),
         "integrations_fernet_key": lambda: Fernet.generate_key().decode(),
         "avalara_to_extractor_token": lambda: secrets.token_urlsafe(32),
+        "postgres_password": lambda: secrets.token_urlsafe(32),
     }
     stored = json.loads(SECRETS_FILE.read_text()) if SECRETS_FILE.exists() else {}
     missing = [name for name in fresh if name not in stored]

@@ -1,6 +1,7 @@
 """Test fixtures: a real PostgreSQL for the session, a fresh migrated database per test module.
 
-The server is the embedded one (started in a temporary folder on a free port) unless
+The server is the embedded one (started in a temporary folder on a free port, by the same code as
+`make up`'s, so with a password: generated per session, scram-sha-256, in every URL below) unless
 TEST_DATABASE_URL names a server we may create databases on. Airflow is configured before it
 is first imported: its metadata database lives on the same server, for the DAG tests.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import uuid
 from pathlib import Path
@@ -27,8 +29,16 @@ def _with_database(url: str, database: str) -> str:
 
 
 _EXTERNAL = os.environ.get("TEST_DATABASE_URL")
-_PORT = None if _EXTERNAL else free_port()
-SERVER_URL = _EXTERNAL or f"postgresql://postgres@127.0.0.1:{_PORT}/postgres"
+
+
+def _embedded_server():
+    from stack.embedded_pg import EmbeddedPostgres
+
+    return EmbeddedPostgres(_TMP / "pg" / "data", free_port(), password=secrets.token_urlsafe(32))
+
+
+_SERVER = None if _EXTERNAL else _embedded_server()
+SERVER_URL = _EXTERNAL or _SERVER.url()
 _RUN = uuid.uuid4().hex[:8]
 AIRFLOW_DB = f"airflow_test_{_RUN}"
 
@@ -59,13 +69,9 @@ def pg_server():
     if _EXTERNAL:
         yield SERVER_URL
         return
-    from stack.embedded_pg import EmbeddedPostgres
-
-    server = EmbeddedPostgres(_TMP / "pg" / "data", _PORT).start(
-        server_options=("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
-    )
+    _SERVER.start(server_options=("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"))
     yield SERVER_URL
-    server.stop()
+    _SERVER.stop()
 
 
 def _create_database(server_url: str, name: str, template: str | None = None) -> str:

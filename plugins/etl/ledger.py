@@ -59,17 +59,19 @@ def open_run(conn: psycopg.Connection, info: RunInfo) -> int:
         ).fetchone()[0]
 
 
-def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *, watermark_after: str | None) -> None:
-    """Mark the run `success` inside the caller's (load) transaction."""
+def close_run(conn: psycopg.Connection, ledger_id: int, counts: RunCounts, *, watermark_after: str | None,
+              window_end: str | None = None) -> None:
+    """Mark the run `success` inside the caller's (load) transaction; `window_end` corrects the one
+    it opened with when the window ended early."""
     conn.execute(
         """
         UPDATE etl.run_ledger SET status = 'success', finished_at = clock_timestamp(),
                rows_read = %s, rows_inserted = %s, rows_updated = %s, rows_unchanged = %s,
-               rows_quarantined = %s, watermark_after = %s
+               rows_quarantined = %s, watermark_after = %s, window_end = coalesce(%s, window_end)
          WHERE id = %s
         """,
         (counts.read, counts.inserted, counts.updated, counts.unchanged, counts.quarantined,
-         watermark_after, ledger_id),
+         watermark_after, window_end, ledger_id),
     )
 
 
@@ -89,6 +91,7 @@ class LedgeredRun:
     id: int
     counts: RunCounts = field(default_factory=RunCounts)
     watermark_after: str | None = None
+    window_end: str | None = None       # set when the window ended before the end it was opened with
 
 
 @contextlib.contextmanager
@@ -107,11 +110,11 @@ def ledgered_run(conn: psycopg.Connection, info: RunInfo, *, atomic: bool = True
         if atomic:
             with conn.transaction():
                 yield run
-                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after)
+                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after, window_end=run.window_end)
         else:
             yield run
             with conn.transaction():
-                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after)
+                close_run(conn, run.id, run.counts, watermark_after=run.watermark_after, window_end=run.window_end)
     except BaseException as exc:
         try:
             conn.rollback()

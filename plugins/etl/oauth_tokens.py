@@ -3,7 +3,9 @@
 Refresh tokens rotate (QuickBooks Online issues a new one on each refresh and may invalidate the
 old one at once), so the refresh happens under the token row's lock and the new pair is committed
 in that same transaction: a second worker waiting on the lock then finds a fresh access token and
-does not refresh at all, and a worker killed after the commit leaves the newest token behind.
+does not refresh at all, and a worker killed after the commit leaves the newest token behind. The
+`refresh` callable retries what got no usable answer itself, with the token it was given, still
+under the lock; whatever it raises leaves the stored token as it was.
 
 The connection's initial refresh token seeds the row; when an operator re-authorizes and puts a
 new one in the connection, its fingerprint differs and it replaces the stored one.
@@ -35,7 +37,8 @@ class TokenGrant:
     refresh_expires_in: int | None = None
 
 
-def _fingerprint(token: str) -> str:
+def fingerprint(token: str) -> str:
+    """What identifies a refresh token without holding it (the consent's token seeds the row)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -55,7 +58,7 @@ def access_token(
     connection; the refresh happens under the row's lock and its result is committed at once.
     """
     now = dt.datetime.now(dt.timezone.utc)
-    seed = _fingerprint(seed_refresh_token)
+    seed = fingerprint(seed_refresh_token)
     grant: TokenGrant | None = None
     try:
         with connect() as conn, conn.transaction():

@@ -2,7 +2,8 @@
 
 `advance()` runs inside the caller's transaction, so the rows of a batch and the watermark
 that covers them commit together or not at all. A watermark only moves forward; `reset()` is
-the one, logged, way back. Every move is recorded in etl.watermark_history for on-call.
+the one, logged, way back, and never ahead of the clock. Every move is recorded in
+etl.watermark_history for on-call.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 CursorKind = Literal["timestamp", "id", "json"]
 _COLUMN = {"timestamp": "ts_value", "id": "id_value", "json": "json_value"}
+# How far ahead of the database's clock a reset may set a timestamp: worker and source clocks drift.
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class WatermarkError(RuntimeError):
@@ -29,6 +32,10 @@ class WatermarkError(RuntimeError):
 
 class WatermarkBusy(WatermarkError):
     """Another run holds this (pipeline, scope): two incremental loads must not interleave."""
+
+
+class WatermarkInFuture(WatermarkError):
+    """A reset to a time still to come: every run would succeed while skipping the changes until then."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,8 @@ def reset(
     stored = check_value(kind, value)
     claim(conn, pipeline, scope)  # never under a running load: it would advance past the rewind
     current = read(conn, pipeline, scope, for_update=True)
+    if kind == "timestamp":
+        _refuse_future(conn, pipeline, scope, value, current)
     _write(conn, pipeline, scope, kind, stored, run_id)
     _history(conn, pipeline, scope, "reset", current, value, run_id, reason)
     log.warning(
@@ -166,6 +175,18 @@ def reset(
         pipeline, scope, render(current.value) if current else "nothing", render(value), run_id, reason,
     )
     return Watermark(pipeline, scope, kind, value, None, run_id)
+
+
+def _refuse_future(conn, pipeline, scope, value: dt.datetime, current: Watermark | None) -> None:
+    """The database's clock, not the worker's: one clock for every worker that might run the reset."""
+    now = conn.execute("SELECT statement_timestamp()").fetchone()[0]
+    if value > now + CLOCK_SKEW:
+        raise WatermarkInFuture(
+            f"watermark {pipeline}/{scope} refuses a reset to {render(value)}: that is in the future "
+            f"(the database's clock says {render(now)}, {CLOCK_SKEW.seconds // 60} min of clock skew allowed), "
+            f"and the next run would skip every change until then; the current watermark is "
+            f"{render(current.value) if current else 'none (never set)'}; reset to a time at or before now"
+        )
 
 
 def _write(conn, pipeline, scope, kind, stored, run_id) -> None:

@@ -87,8 +87,10 @@ class Keyset:
         """`fetch(key, offset, size)`: records with key >= `key`, in key order, from position `offset`.
 
         The vendor's filter has no "after this id", so each page restarts at the last key seen and
-        skips the records already given at it; a key shared by a whole page is stepped through by
-        offset. Each record is given once.
+        skips the records already given at it. When a page's worth of records or more share that key,
+        a restart would return only those: the next query skips them by offset instead (the number
+        given at that key, whichever query gave them), which assumes the vendor orders equal keys the
+        same way in both queries. Each record is given once.
         """
         key, seen_at_key, offset = start, set(), self.first_offset
         while True:
@@ -103,5 +105,4 @@ class Keyset:
                 yield record
             if len(page.records) < self.size:
                 return
-            same_key = self.key_of(page.records[0]) == self.key_of(page.records[-1])
-            offset = offset + self.size if same_key else self.first_offset
+            offset = self.first_offset + (len(seen_at_key) if len(seen_at_key) >= self.size else 0)

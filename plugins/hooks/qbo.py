@@ -11,10 +11,12 @@ The TrustFile extractor uses this connection as its OAuth app only: each company
 refresh token come from its consent (trustfile.connections) through `realm_id=`/`refresh_token=`.
 
 Tokens live in etl.oauth_tokens (encrypted), shared by every worker: the refresh token rotates on
-each refresh and only the newest works, so refreshing happens under that row's lock and the new
-token is committed before anything else uses it. A 401 refreshes once and retries. Intuit answers
-throttling with an XML body even to JSON requests, and without Retry-After: it is parsed and
-retried with backoff like any 429.
+each refresh and only the newest is sure to work, so refreshing happens under that row's lock and the
+new token is committed before anything else uses it. A 401 refreshes once and retries. A refresh that
+got no usable answer (none, cut off, 5xx, 429) is retried with the same, previous refresh token: the
+new one never reached us, and Intuit documents no immediate death of the old one. Only `invalid_grant`
+means the consent is gone (`RefreshTokenRefused`). Intuit answers throttling with an XML body even to
+JSON requests, and without Retry-After: it is parsed and retried with backoff like any 429.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from etl import db, oauth_tokens
 from hooks.paging import Keyset, Offsets, Page
@@ -41,6 +43,18 @@ _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
 _XML_DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.S)
 
 
+class RefreshTokenRefused(VendorApiError):
+    """Intuit answered `invalid_grant` to a refresh: the company's consent no longer holds (revoked,
+    unused for 100 days, or rotated without the answer reaching us). Retrying cannot help; only a new
+    consent can. `lost_answer`: an earlier answer to this refresh never arrived whole (the likely cause);
+    `consent_fingerprint`: which consent's token was refused (etl.oauth_tokens.fingerprint), so a
+    consent renewed meanwhile is not mistaken for the lost one."""
+
+    def __init__(self, *args, lost_answer: bool, consent_fingerprint: str | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lost_answer, self.consent_fingerprint = lost_answer, consent_fingerprint
+
+
 @dataclass(frozen=True)
 class CdcAnswer:
     changes: dict[str, list[dict]]
@@ -50,6 +64,16 @@ class CdcAnswer:
 
 def _last_updated(row: dict) -> dt.datetime:
     return dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
+
+
+def _token_endpoint_fault(exc: VendorApiError) -> str:
+    if exc.status is None:
+        return "the token endpoint gave no complete answer (connection dropped or timed out)"
+    if exc.malformed:
+        return "the token endpoint's answer was cut off or malformed"
+    if exc.status == 429:
+        return "the token endpoint throttled us (HTTP 429)"
+    return f"the token endpoint answered a server error (HTTP {exc.status})"
 
 
 def qbo_timestamp(moment: dt.datetime) -> str:
@@ -69,13 +93,15 @@ class QboHook(VendorHttpHook):
     throttle_wait_seconds: float = 61.0
 
     def __init__(self, conn_id: str | None = None, *, realm_id: str | None = None,
-                 refresh_token: str | None = None, **kwargs):
+                 refresh_token: str | None = None, conninfo: str | None = None, **kwargs):
         """`realm_id`/`refresh_token` override the connection's extra: the TrustFile extractor keeps
-        one OAuth app (this connection) and each company's consent in its own table."""
+        one OAuth app (this connection) and each company's consent in its own table. `conninfo`: the
+        database of the token store (default the `integrations_db` connection); the extractor API run
+        alone has only its INTEGRATIONS_DATABASE_URL."""
         super().__init__(conn_id, **kwargs)
         self._access_token: str | None = None
         self._realm_id, self._seed_refresh_token = realm_id, refresh_token
-
+        self._conninfo = conninfo
 
     def secrets_of(self, conn):
         return [conn.password, (conn.extra_dejson or {}).get("refresh_token"), self._seed_refresh_token]
@@ -94,36 +120,71 @@ class QboHook(VendorHttpHook):
     # ---- OAuth --------------------------------------------------------------------------------
 
     def _refresh(self, refresh_token: str) -> oauth_tokens.TokenGrant:
-        """Call the token endpoint (inside the token row's lock, see etl.oauth_tokens)."""
-        conn = self.connection
+        """Call the token endpoint (inside the token row's lock, see etl.oauth_tokens).
+
+        No answer, a cut-off or malformed 200, a 5xx or a 429 is retried with backoff, with the same
+        refresh token: an answer that never arrived may have rotated it at Intuit, but the new one is not
+        ours, and where Intuit still accepts the previous one that is the only way on. Each failure says
+        what really happened; only a 401 is about the client id and secret.
+        """
         url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
+        failures: list[VendorApiError] = []
+        retrying = Retrying(retry=retry_if_exception(lambda exc: isinstance(exc, VendorApiError) and exc.transient),
+                            stop=stop_after_attempt(self.max_attempts), wait=self._wait, before_sleep=self._log_retry,
+                            reraise=True)
         try:
-            response = requests.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                                     auth=((conn.login or "").strip(), self.password),
-                                     headers={"Accept": "application/json"},
-                                     timeout=(self.connect_timeout, self.read_timeout))
-        except requests.RequestException as exc:
-            raise VendorApiError(self.vendor, "POST", url, None, type(exc).__name__,
-                                 hint="the token endpoint did not answer; the task retries") from None
-        if response.status_code != 200:
-            body = response.text
-            reauthorize = ("re-authorize the company from TrustFile (the extractor's consent flow)"
+            return retrying(self._refresh_once, url, refresh_token, failures)
+        except VendorApiError as exc:
+            if not exc.transient:
+                raise
+            raise VendorApiError(self.vendor, "POST", url, exc.status, exc.detail, malformed=exc.malformed,
+                                 hint=f"{_token_endpoint_fault(exc)}, {len(failures)} time(s) in a row; the "
+                                      "refresh token we hold is kept, and the next try (task retry, next run) "
+                                      "sends it again") from None
+
+    def _refresh_once(self, url: str, refresh_token: str, failures: list[VendorApiError]) -> oauth_tokens.TokenGrant:
+        """One refresh call; `failures` collects what went wrong before (an earlier lost answer changes
+        what an invalid_grant means)."""
+        lost_before = any(f.status is None or f.malformed for f in failures)
+        try:
+            response = self._send("POST", url, data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                                  auth=((self.connection.login or "").strip(), self.password))
+            payload = response.json()
+            grant = oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
+                                            payload["refresh_token"], payload.get("x_refresh_token_expires_in"))
+        except VendorApiError as exc:
+            failures.append(self._refresh_error(url, exc, lost_before))
+            raise failures[-1] from None
+        except (ValueError, KeyError, TypeError):
+            # Never quote the body: a cut-off answer can hold a token not yet registered as secret.
+            failures.append(VendorApiError(self.vendor, "POST", url, 200, "the token answer is cut off or has no "
+                                           "access and refresh token", malformed=True,
+                                           hint="retried with the same refresh token"))
+            raise failures[-1] from None
+        register_secret(grant.access_token)
+        register_secret(grant.refresh_token)
+        return grant
+
+    def _refresh_error(self, url: str, exc: VendorApiError, lost_before: bool) -> VendorApiError:
+        """The token endpoint's refusal, with what it means for this company's consent."""
+        if exc.transient:
+            return exc
+        if "invalid_grant" in exc.detail:
+            reauthorize = ("the company must authorize again from TrustFile (the extractor's consent flow)"
                            if self._seed_refresh_token else
                            f"re-authorize the company and put the new refresh token in connection {self.conn_id!r} "
                            "(extra refresh_token)")
-            hint = (f"the refresh token was revoked, expired or lost: {reauthorize}"
-                    if "invalid_grant" in body else f"check the client id/secret of connection {self.conn_id!r}")
-            raise VendorApiError(self.vendor, "POST", url, response.status_code, body, hint=hint)
-        try:
-            payload = response.json()
-        except ValueError:
-            raise VendorApiError(self.vendor, "POST", url, 200, "token answer is not valid JSON",
-                                 hint="the refresh may have rotated the token without us receiving it; if the "
-                                      "next try fails with invalid_grant, re-authorize the company") from None
-        for key in ("access_token", "refresh_token"):
-            register_secret(payload.get(key))
-        return oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
-                                       payload["refresh_token"], payload.get("x_refresh_token_expires_in"))
+            why = ("an earlier answer to this refresh was lost in transit and QuickBooks no longer accepts the "
+                   "previous refresh token" if lost_before else "the refresh token was revoked, expired or lost")
+            seed = self._seed_refresh_token or self.extra.get("refresh_token")
+            return RefreshTokenRefused(self.vendor, "POST", url, exc.status, exc.detail, hint=f"{why}: {reauthorize}",
+                                       lost_answer=lost_before,
+                                       consent_fingerprint=oauth_tokens.fingerprint(seed) if seed else None)
+        if exc.status == 401 or "invalid_client" in exc.detail:
+            return VendorApiError(self.vendor, "POST", url, exc.status, exc.detail,
+                                  hint=f"check the client id/secret of connection {self.conn_id!r}")
+        return VendorApiError(self.vendor, "POST", url, exc.status, exc.detail,
+                              hint="the token endpoint refused the refresh; it is not retried")
 
     def authorization_url(self, state: str, redirect_uri: str) -> str:
         """Intuit's consent page for this OAuth client (extra `authorize_url`, default Intuit's): the
@@ -163,12 +224,31 @@ class QboHook(VendorHttpHook):
         return oauth_tokens.TokenGrant(tokens["access_token"], int(tokens.get("expires_in", 3600)),
                                        tokens["refresh_token"], tokens.get("x_refresh_token_expires_in"))
 
+    def token_grants_realm(self, access_token: str, realm_id: str) -> bool:
+        """Whether `access_token` reads company `realm_id` (its CompanyInfo): QBO binds an access token to
+        the company it was issued for, so a consent's new token proves which company was picked, whatever
+        the redirect's `realmId` says. False when QBO refuses the token for that company (401/403)."""
+        register_secret(access_token)
+        path = f"/v3/company/{realm_id}/companyinfo/{realm_id}"
+        try:
+            payload = self.request_json("GET", path, headers={"Authorization": f"Bearer {access_token}"},
+                                        params={"minorversion": self.extra.get("minorversion", DEFAULT_MINOR_VERSION)})
+        except VendorApiError as exc:
+            if exc.status in (401, 403):
+                return False
+            raise
+        if not isinstance(payload, dict) or "CompanyInfo" not in payload:
+            raise VendorApiError(self.vendor, "GET", path, 200, "no CompanyInfo in the answer",
+                                 hint="unexpected response shape; nothing was stored")
+        return True
+
     def _token(self, rejected: str | None = None) -> str:
         seed = self._seed_refresh_token or self.extra.get("refresh_token")
         if not seed:
             raise ValueError(f"connection {self.conn_id!r} has no extra refresh_token")
-        token = oauth_tokens.access_token(db.connect, "qbo", self.realm_id, seed_refresh_token=seed,
-                                          refresh=self._refresh, rejected_access_token=rejected)
+        token = oauth_tokens.access_token(lambda: db.connect(self._conninfo), "qbo", self.realm_id,
+                                          seed_refresh_token=seed, refresh=self._refresh,
+                                          rejected_access_token=rejected)
         register_secret(token)
         return token
 

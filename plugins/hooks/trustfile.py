@@ -9,10 +9,13 @@ TrustFile's quirks, kept here: at most 1000 items a call, and a batch is all or 
 invalid item and nothing is processed, with one error per fault naming `.items[i]` (ajv 6's
 `dataPath`; ajv 8 says `/items/i` in `instancePath`). `push_items` therefore reports rejected items
 one by one and pushes the rest of their batch again. A 400 whose errors name no item is narrowed
-down by halving the batch until the item that fails alone is found.
+down by halving the batch until the item that fails alone is found. Some answers are undocumented or
+documented without a body (an unknown connection's 404, the email lookup of an unknown email): every
+plausible form is read.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +23,10 @@ from itertools import islice
 
 from hooks.vendor_http import VendorApiError, VendorHttpHook
 
+log = logging.getLogger(__name__)
+
 MAX_ITEMS_PER_CALL = 1000
+NO_BODY = "(no body)"
 _ITEM_PATH = re.compile(r"^(?:\.items\[(\d+)\]|/items/(\d+))")
 
 
@@ -55,6 +61,15 @@ class TrustFileHook(VendorHttpHook):
         if not self.password:
             raise ValueError(f"connection {self.conn_id!r} has no password (the extractor_to_avalara token)")
         session.headers["Authorization"] = f"Bearer {self.password}"
+
+    def error_for(self, method, url, response) -> VendorApiError:
+        """Say "(no body)" for an empty error answer (the spec's 404 for an unknown connection), not the
+        HTTP reason phrase, which any web server's error page shows too."""
+        error = super().error_for(method, url, response)
+        if response.content.strip():
+            return error
+        return VendorApiError(self.vendor, method, url, error.status, NO_BODY, hint=error.hint,
+                              retry_after=error.retry_after)
 
     @property
     def provisioning_url(self) -> str:
@@ -138,11 +153,7 @@ class TrustFileHook(VendorHttpHook):
         try:
             payload = self.request_json("POST", f"{self.provisioning_url}/v4/company/signup", json=body)
         except VendorApiError as exc:
-            try:
-                exists = self.user_exists(email)
-            except VendorApiError:
-                exists = False
-            if exists:
+            if self.user_exists(email):
                 raise VendorApiError(self.vendor, "POST", "/v4/company/signup", exc.status,
                                      f"signup failed ({exc.detail}) but TrustFile knows {email} now",
                                      hint="the account may have been created without us receiving its company "
@@ -154,18 +165,39 @@ class TrustFileHook(VendorHttpHook):
                                  hint="the account was not created; retry the provisioning run")
         return payload["companyToken"]
 
-    def user_exists(self, email: str) -> bool:
-        """Whether TrustFile has a user with this email (v4 `GET /company?email=`); raises if it cannot say."""
-        answer = self.request_json("GET", f"{self.provisioning_url}/v4/company", params={"email": email})
-        return str(answer.get("success")).lower() == "true"
+    def user_exists(self, email: str) -> bool | None:
+        """Whether TrustFile has a user with this email (v4 `GET /company?email=`); None when it cannot say.
+
+        The answer for an unknown email is undocumented: 200 with `success: "false"` and a 4xx (404, 400)
+        both mean "no such user". A refused token, throttling, a server error or an answer of another shape
+        is None, never an exception: the lookup only guards the signup, which TrustFile refuses for a known
+        email anyway, so it must not fail a provisioning alone.
+        """
+        try:
+            answer = self.request_json("GET", f"{self.provisioning_url}/v4/company", params={"email": email})
+        except VendorApiError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 429):
+                return False
+            log.warning("TrustFile's email lookup could not say whether the user exists: %s", exc)
+            return None
+        success = str(answer.get("success")).lower() if isinstance(answer, dict) else None
+        if success not in ("true", "false"):
+            log.warning("TrustFile's email lookup answered in an unknown shape (keys %s)",
+                        sorted(answer) if isinstance(answer, dict) else type(answer).__name__)
+            return None
+        return success == "true"
 
     def check_credentials(self) -> None:
-        """An unknown connection answers TrustFile's own 404 to a valid token, and 401 to an invalid one."""
+        """Ask for a connection that does not exist: a valid token gets TrustFile's 404, an invalid one 401.
+
+        The public spec documents that 404 with no body; the service may also say "Connection not found".
+        Any other 404 (a web server's page, another API's JSON) means the host is not the Items API.
+        """
         try:
             self.request("GET", "/v3/connections/credential-check")
         except VendorApiError as exc:
-            if exc.status != 404 or "Connection not found" not in exc.detail:
-                raise
-            return
+            if exc.status == 404 and (exc.detail == NO_BODY or "Connection not found" in exc.detail):
+                return
+            raise
         raise VendorApiError(self.vendor, "GET", "/v3/connections/credential-check", 200,
                              "an unknown connection was found", hint="is the host really the TrustFile Items API?")

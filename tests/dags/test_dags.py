@@ -171,3 +171,28 @@ def test_watermark_reset_dag_rewinds_with_a_recorded_reason(airflow_db, dagbag, 
     assert watermarks.read(conn, "qbo_sales", "realm-1").value == dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
     assert conn.execute("SELECT action, old_value, reason FROM etl.watermark_history ORDER BY id DESC LIMIT 1"
                         ).fetchone() == ("reset", "2026-06-01T00:00:00+00:00", "QBO restored a backup of May")
+
+
+def test_watermark_reset_dag_refuses_a_future_value_at_once_and_keeps_the_watermark(airflow_db, dagbag, conn):
+    from etl import watermarks
+
+    conn.execute("TRUNCATE etl.watermarks, etl.watermark_history")
+    conn.commit()
+    current = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    with conn.transaction():
+        watermarks.advance(conn, "qbo_sales", "realm-1", "timestamp", current, run_id="r1")
+    ahead = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=180)).replace(microsecond=0)
+    for value in (ahead.isoformat(), "not a date"):
+        conf = {"pipeline": "qbo_sales", "scope": "realm-1", "kind": "timestamp", "value": value,
+                "reason": "a typo in the year"}
+        run = dagbag.get_dag("watermark_reset").test(run_conf=conf)
+        assert str(run.state) == "failed", _task_states(run)
+        [ti] = run.get_task_instances()
+        assert (str(ti.state), ti.try_number) == ("failed", 1)     # AirflowFailException: no retry
+    assert watermarks.read(conn, "qbo_sales", "realm-1").value == current
+    assert conn.execute("SELECT count(*) FROM etl.watermark_history WHERE action = 'reset'").fetchone() == (0,)
+
+
+def test_trustfile_provision_runs_one_at_a_time(dagbag):
+    """Two runs at once would race on TrustFile's signup; the DAG serialises them (the email lock does too)."""
+    assert dagbag.get_dag("trustfile_provision").max_active_runs == 1

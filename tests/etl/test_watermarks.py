@@ -88,3 +88,25 @@ def test_claim_is_exclusive_per_scope_until_commit(conn, db_url):
             other.rollback()
         watermarks.claim(other, "p", "busy")  # released at commit
         other.rollback()
+
+
+def test_reset_refuses_a_future_timestamp_and_names_the_current_watermark(conn):
+    """A watermark ahead of the clock makes every run skip the changes until then, and report success."""
+    with conn.transaction():
+        watermarks.advance(conn, "p", "future", "timestamp", T0, run_id="r1")
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    with pytest.raises(watermarks.WatermarkInFuture, match=r"in the future.*current watermark is 2026-03-01T12:00:00"):
+        with conn.transaction():
+            watermarks.reset(conn, "p", "future", "timestamp", ahead, run_id="ops", reason="typo in the year")
+    assert watermarks.read(conn, "p", "future").value == T0
+    assert conn.execute("SELECT count(*) FROM etl.watermark_history WHERE scope = 'future' AND action = 'reset'"
+                        ).fetchone() == (0,)
+    with pytest.raises(watermarks.WatermarkInFuture, match="current watermark is none"), conn.transaction():
+        watermarks.reset(conn, "p", "never-set", "timestamp", ahead, run_id="ops", reason="first setting")
+
+    skewed = dt.datetime.now(dt.timezone.utc) + watermarks.CLOCK_SKEW / 2    # within the allowance: accepted
+    with conn.transaction():
+        watermarks.reset(conn, "p", "future", "timestamp", skewed, run_id="ops", reason="now, by another clock")
+    assert watermarks.read(conn, "p", "future").value == skewed
+    with conn.transaction():   # an id or JSON cursor has no clock to be ahead of
+        watermarks.reset(conn, "p", "future-id", "id", 10**12, run_id="ops", reason="ids are not times")

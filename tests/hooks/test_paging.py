@@ -86,3 +86,27 @@ def test_a_page_count_header_is_read_or_named_when_missing():
     assert header_count({"X-Pagination-Page-Count": "7"}, "X-Pagination-Page-Count") == 7
     with pytest.raises(ValueError, match="X-Pagination-Page-Count"):
         header_count({}, "X-Pagination-Page-Count")
+
+
+def test_keyset_reads_a_bulk_import_stamped_with_two_seconds_in_full():
+    """1000 records share one second and 1500 the next: the third page must start at the 1001st record
+    of the second second, not skip 500 of them."""
+    bulk = [{"id": n, "at": 1} for n in range(1000)] + [{"id": n, "at": 2} for n in range(1000, 2500)]
+    vendor = Vendor(bulk)
+    walked = list(Keyset(1000, key_of=lambda r: r["at"], id_of=lambda r: r["id"]).walk(vendor.by_key, 0))
+    assert [r["id"] for r in walked] == list(range(2500))
+    assert vendor.calls == [(0, 1), (1, 1001), (2, 1001)]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_keyset_gives_every_record_once_for_any_distribution_of_equal_keys(seed):
+    import random
+
+    rng = random.Random(seed)
+    size = rng.choice([1, 2, 3, 5, 10])
+    keys = sorted(rng.choice(range(rng.randint(1, 12))) for _ in range(rng.randint(0, 60)))
+    records = [{"id": n, "at": key} for n, key in enumerate(keys)]
+    vendor = Vendor(records)
+    walked = list(Keyset(size, key_of=lambda r: r["at"], id_of=lambda r: r["id"]).walk(vendor.by_key, -1))
+    assert [r["id"] for r in walked] == [r["id"] for r in records]
+    assert len(vendor.calls) <= len(records) + 1

@@ -262,3 +262,95 @@ def test_the_oauth_app_alone_is_tested_without_a_company(qbo_env, sandbox, monke
     assert not ok and "invalid_client" in message
     assert api_calls(sandbox, "/query") == [] and sandbox.state("qbo")["refreshes"] == 0
     assert conn.execute("SELECT count(*) FROM etl.oauth_tokens").fetchone()[0] == 0
+
+
+# ---- the refresh under token-endpoint faults (issue 9, point 10) ------------------------------------
+
+TOKEN_PATH = "/tokens/bearer"
+FAULTS = {"dropped": {"drop_next": 1}, "truncated": {"truncate_next": 1}, "503": {"burst_5xx": 2},
+          "429": {"throttle_next": 2}}
+
+
+def token_calls(sandbox) -> list[int]:
+    return [r["status"] for r in api_calls(sandbox, TOKEN_PATH)]
+
+
+def test_the_sandbox_keeps_the_old_refresh_token_until_the_new_one_is_used_or_kills_it_at_once(qbo_env, sandbox):
+    old = qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM]
+    sandbox.control("qbo", old_refresh_token="until_new_one_used")
+    first = QboHook()._refresh(old)
+    second = QboHook()._refresh(old)             # the answer to the first never arrived: the old one still works
+    QboHook()._refresh(second.refresh_token)     # the new one is used: from now on the old one is dead
+    with pytest.raises(VendorApiError, match="invalid_grant"):
+        QboHook()._refresh(old)
+    with pytest.raises(VendorApiError, match="invalid_grant"):
+        QboHook()._refresh(first.refresh_token)  # the sibling of the token that was used is superseded too
+    sandbox.control("qbo", old_refresh_token="dies_at_once")
+    realm = qbo_sandbox.REALMS[1]
+    QboHook()._refresh(qbo_sandbox.INITIAL_REFRESH_TOKENS[realm])
+    with pytest.raises(VendorApiError, match="invalid_grant"):
+        QboHook()._refresh(qbo_sandbox.INITIAL_REFRESH_TOKENS[realm])
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_refresh_that_got_no_usable_answer_is_retried_with_the_previous_token(qbo_env, sandbox, fault):
+    sandbox.control("qbo", old_refresh_token="until_new_one_used")
+    sandbox.faults("qbo", only_path=TOKEN_PATH, **FAULTS[fault])
+    assert next(QboHook().query("Payment"))["Id"]
+    assert token_calls(sandbox)[-1] == 200 and len(token_calls(sandbox)) >= 2
+    sandbox.control("qbo", advance_clock_seconds=3601)    # the stored token is the one that works from now on
+    assert next(QboHook().query("Invoice"))["Id"]
+
+
+@pytest.mark.parametrize(("fault", "cause"), [("503", "server error"), ("429", "throttled"),
+                                              ("dropped", "no complete answer")])
+def test_a_token_endpoint_that_keeps_failing_is_named_as_the_cause_and_the_token_is_kept(qbo_env, sandbox, conn,
+                                                                                         fault, cause):
+    faults = {"503": {"burst_5xx": 50}, "429": {"throttle_next": 50}, "dropped": {"drop_next": 50}}[fault]
+    sandbox.control("qbo", old_refresh_token="until_new_one_used")
+    sandbox.faults("qbo", only_path=TOKEN_PATH, **faults)
+    with pytest.raises(VendorApiError) as raised:
+        QboHook().check_credentials()
+    message = str(raised.value)
+    assert cause in message and "client id/secret" not in message and "re-authorize" not in message
+    assert len(token_calls(sandbox)) == QboHook.max_attempts
+    assert qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM] not in message
+    sandbox.faults("qbo")
+    assert QboHook().check_credentials() is None              # the previous token was kept, and still works
+
+
+def test_a_lost_answer_where_the_old_token_dies_at_once_says_the_company_must_consent_again(qbo_env, sandbox):
+    from hooks.qbo import RefreshTokenRefused
+
+    sandbox.faults("qbo", only_path=TOKEN_PATH, drop_next=1)
+    with pytest.raises(RefreshTokenRefused) as raised:
+        QboHook().check_credentials()
+    assert raised.value.status == 400 and "invalid_grant" in str(raised.value)
+    assert "lost in transit" in str(raised.value) and "authorize" in str(raised.value)
+    assert token_calls(sandbox) == [200, 400]
+
+
+def test_an_invalid_client_is_not_retried_and_still_says_check_the_client(qbo_env, sandbox):
+    qbo_env("qbo_bad", secret="wrong-client-secret-value", realm=qbo_sandbox.REALMS[1])
+    with pytest.raises(VendorApiError, match="client id/secret"):
+        QboHook("qbo_bad").check_credentials()
+    assert token_calls(sandbox) == [401]
+
+
+# ---- the token store on a database named by the caller (issue 9, point 9) ---------------------------
+
+def test_the_token_store_can_be_a_database_given_by_url_without_the_airflow_connection(qbo_env, db_url, conn,
+                                                                                         monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_INTEGRATIONS_DB")
+    assert next(QboHook(conninfo=db_url).query("Payment"))["Id"]
+    assert conn.execute("SELECT rotations FROM etl.oauth_tokens WHERE scope = %s", (REALM,)).fetchone() == (1,)
+
+
+# ---- which company a consent's token is for (issue 9, point 2) ---------------------------------------
+
+def test_an_access_token_reads_only_the_company_it_was_issued_for(qbo_env, sandbox):
+    grant = QboHook()._refresh(qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM])
+    assert QboHook().token_grants_realm(grant.access_token, REALM) is True
+    assert QboHook().token_grants_realm(grant.access_token, qbo_sandbox.REALMS[2]) is False
+    statuses = [r["status"] for r in api_calls(sandbox, f"/companyinfo/{qbo_sandbox.REALMS[2]}")]
+    assert statuses == [401]

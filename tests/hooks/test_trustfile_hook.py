@@ -175,3 +175,28 @@ def test_a_batch_refused_item_by_item_without_names_is_an_error_not_a_list_of_re
     sandbox.control("trustfile", error_style="opaque")
     with pytest.raises(VendorApiError, match="HTTP 400"):
         hook.push_items(CONNECTION, [item(n, refund="no") for n in range(4)])
+
+
+@pytest.mark.parametrize("form", tf_sandbox.UNKNOWN_CONNECTION_FORMS)
+def test_the_credential_check_accepts_trustfiles_404_with_or_without_its_message(hook, sandbox, form):
+    """The public spec documents the unknown connection's 404 with no body; the sandbox used to say more."""
+    sandbox.control("trustfile", unknown_connection=form)
+    assert hook.test_connection() == (True, "TrustFile: connection 'trustfile_default' works")
+    with pytest.raises(VendorApiError, match="HTTP 404: " + (".*Connection not found" if form == "message"
+                                                              else r"\(no body\)")):
+        hook.get_company("no-such-connection")
+
+
+@pytest.mark.parametrize("form", tf_sandbox.UNKNOWN_EMAIL_FORMS)
+def test_the_email_lookup_reads_every_plausible_answer_for_an_unknown_email(hook, sandbox, form):
+    sandbox.control("trustfile", unknown_email=form)
+    assert hook.user_exists("nobody@example.com") is False
+    hook.signup(email="somebody@example.com", company_name="Somebody Inc")
+    assert hook.user_exists("Somebody@example.com") is True
+
+
+def test_an_email_lookup_that_cannot_answer_says_so_instead_of_raising(hook, sandbox):
+    sandbox.faults("trustfile", burst_5xx=TrustFileHook.max_attempts)
+    assert hook.user_exists("nobody@example.com") is None
+    sandbox.faults("trustfile", truncate_next=TrustFileHook.max_attempts)    # 200s cut short: no answer either
+    assert hook.user_exists("nobody@example.com") is None

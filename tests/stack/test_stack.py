@@ -105,10 +105,37 @@ with urllib.request.urlopen(request) as r:
 """
 
 
+def _postgres_password(env) -> str:
+    return json.loads((Path(env["STACK_LOCAL_DIR"]) / "secrets.json").read_text())["postgres_password"]
+
+
+def _files_holding(folder: Path, secret: str, *, besides: set[Path]) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and path not in besides and secret.encode() in path.read_bytes():
+            found.append(str(path.relative_to(folder)))
+    return found
+
+
+def _assert_postgres_asks_for_the_password(env) -> None:
+    """Issue 9, point 11: `make up`'s PostgreSQL trusted every local account."""
+    import psycopg
+
+    base = f"postgresql://postgres@127.0.0.1:{env['EMBEDDED_PG_PORT']}"
+    no_pgpass = {"passfile": str(Path(env["STACK_LOCAL_DIR"]) / "no-such-pgpass")}
+    for database in ("integrations", "airflow"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"{base}/{database}", connect_timeout=5, **no_pgpass).close()
+        with psycopg.connect(f"{base}/{database}", password=_postgres_password(env), connect_timeout=5,
+                             **no_pgpass) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (database,)
+
+
 def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
     up, out = _start(stack_env, "first-up")
     try:
         assert "login:  admin / " in out.read_text()
+        _assert_postgres_asks_for_the_password(stack_env)
         smoke = subprocess.run([sys.executable, "-m", "stack.smoke", "integrations_maintenance"], cwd=ROOT,
                                env=stack_env, capture_output=True, text=True, timeout=420)
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
@@ -128,4 +155,12 @@ def test_up_runs_the_maintenance_dag_green_then_down_and_up_again(stack_env):
         _down(stack_env, up)
 
     again, _ = _start(stack_env, "second-up")  # a second `make up` on the same state folder
-    _down(stack_env, again)
+    try:
+        _assert_postgres_asks_for_the_password(stack_env)
+    finally:
+        _down(stack_env, again)
+    # The password is in the 0600 secrets file and nowhere else: not in make up's output, the logs,
+    # Airflow's files or the server's data (Airflow holds the connection encrypted, PostgreSQL a verifier).
+    local = Path(stack_env["STACK_LOCAL_DIR"])
+    assert oct((local / "secrets.json").stat().st_mode & 0o777) == "0o600"
+    assert _files_holding(local, _postgres_password(stack_env), besides={local / "secrets.json"}) == []

@@ -43,9 +43,10 @@ def list_ids(conn: psycopg.Connection, enabled: bool | None) -> list[str]:
     return [r[0] for r in rows]
 
 
-def get(conn: psycopg.Connection, connection_id: str) -> Connection | None:
-    row = conn.execute(f"SELECT {', '.join(FIELDS)} FROM trustfile.connections WHERE connection_id = %s",
-                       (connection_id,)).fetchone()
+def get(conn: psycopg.Connection, connection_id: str, *, for_update: bool = False) -> Connection | None:
+    """The connection; `for_update` locks its row to the end of the caller's transaction."""
+    row = conn.execute(f"SELECT {', '.join(FIELDS)} FROM trustfile.connections WHERE connection_id = %s"
+                       + (" FOR UPDATE" if for_update else ""), (connection_id,)).fetchone()
     return _row(row) if row else None
 
 
@@ -63,8 +64,10 @@ def create(conn: psycopg.Connection, connection_id: str, start_date: dt.date | N
 
 def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None, start_date: dt.date | None,
            start_date_given: bool) -> Connection | None:
+    """None when the connection does not exist, or was deleted while this waited for its row lock (the
+    lock, not a plain read: a delete between the read and the writes would fail the activity's insert)."""
     with conn.transaction():
-        current = get(conn, connection_id)
+        current = get(conn, connection_id, for_update=True)
         if current is None:
             return None
         new_enabled = current.enabled if enabled is None else enabled

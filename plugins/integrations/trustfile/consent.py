@@ -1,8 +1,11 @@
 """The host-system consent as the extractor keeps it: a QuickBooks company linked to a connection
-(the extractor API's OAuth callback), or the refusal recorded on the connection."""
+(the extractor API's OAuth callback), or the refusal recorded on the connection; and the consent's
+`state` values, each good for one callback of its own connection."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+from typing import Literal
 
 import psycopg
 
@@ -18,7 +21,40 @@ class ConsentRefused(Exception):
         self.kind = kind
 
 
-def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, refresh_token: str) -> None:
+class ConsentStateUsed(Exception):
+    """The callback's `state` was consumed by another callback first: nothing was changed."""
+
+
+def issue_state(conn: psycopg.Connection, connection_id: str, nonce: str, expires_at: dt.datetime) -> None:
+    """Record a consent's `state` for its connection (states expired a day ago are pruned meanwhile)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM trustfile.consent_states WHERE expires_at < now() - interval '1 day'")
+        conn.execute("INSERT INTO trustfile.consent_states (nonce, connection_id, expires_at) VALUES (%s, %s, %s)",
+                     (nonce, connection_id, expires_at))
+
+
+def state_status(conn: psycopg.Connection, connection_id: str, nonce: str) -> Literal["open", "used", "unknown"]:
+    """Whether a callback may go on with this state: `unknown` when it was not issued for this connection
+    (or the connection was deleted since), `used` after its first callback."""
+    row = conn.execute("SELECT consumed_at FROM trustfile.consent_states WHERE nonce = %s AND connection_id = %s",
+                       (nonce, connection_id)).fetchone()
+    if row is None:
+        return "unknown"
+    return "open" if row[0] is None else "used"
+
+
+def _consume_state(conn: psycopg.Connection, connection_id: str, nonce: str | None) -> None:
+    """Inside the transaction that writes the callback's outcome: a second callback with the same state
+    waits for this one's commit, then finds it consumed."""
+    if nonce is None:
+        return
+    if conn.execute("UPDATE trustfile.consent_states SET consumed_at = now() WHERE nonce = %s AND connection_id = %s "
+                    "AND consumed_at IS NULL", (nonce, connection_id)).rowcount != 1:
+        raise ConsentStateUsed(f"the consent state of connection {connection_id} was already used")
+
+
+def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, refresh_token: str, *,
+                  state_nonce: str | None = None) -> None:
     """Link the connection to its QuickBooks company and keep the consent's refresh token, encrypted.
 
     The token seeds etl.oauth_tokens when the sync first builds a QboHook from it; a later consent's
@@ -26,21 +62,24 @@ def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, r
     nothing but the status) when another connection is linked to that company (its sales would be
     filed twice, and the two refresh tokens would keep replacing each other in the shared token row),
     or when this connection already holds another company's transactions (item ids do not name the
-    company: the two would mix in TrustFile).
+    company: the two would mix in TrustFile). `state_nonce`: the callback's state, consumed in the same
+    transaction as either outcome (ConsentStateUsed, and nothing written, when it already was); None
+    for a link made without a consent (tests, tools).
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trustfile qbo realm {realm_id}",))
+        _consume_state(conn, connection_id, state_nonce)
         refusal = _consent_refusal(conn, connection_id, realm_id)
         if refusal is None:
             credentials = encrypt(json.dumps({"realm_id": realm_id, "refresh_token": refresh_token}))
-            conn.execute("UPDATE trustfile.connections SET host_identifier = %s, host_credentials = %s "
-                         "WHERE connection_id = %s", (realm_id, credentials, connection_id))
+            conn.execute("UPDATE trustfile.connections SET host_identifier = %s, host_credentials = %s, "
+                         "consent_lost_at = NULL WHERE connection_id = %s", (realm_id, credentials, connection_id))
             _consent_outcome(conn, connection_id, f"Authorized QuickBooks company {realm_id}",
                              f"authorized QuickBooks company {realm_id}")
-            return
-    with conn.transaction():
-        _consent_outcome(conn, connection_id, f"QuickBooks authorization refused: {refusal}", str(refusal))
-    raise refusal
+        else:
+            _consent_outcome(conn, connection_id, f"QuickBooks authorization refused: {refusal}", str(refusal))
+    if refusal is not None:
+        raise refusal
 
 
 def _consent_refusal(conn: psycopg.Connection, connection_id: str, realm_id: str) -> ConsentRefused | None:
@@ -60,9 +99,12 @@ def _consent_refusal(conn: psycopg.Connection, connection_id: str, realm_id: str
     return None
 
 
-def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str) -> None:
-    """A consent that ended without tokens: say so on the connection; its credentials, if any, stay."""
+def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str, *,
+                           state_nonce: str | None = None) -> None:
+    """A consent that ended without tokens: say so on the connection; its credentials, if any, stay.
+    The callback's state is consumed with it, as by `authorize_qbo`."""
     with conn.transaction():
+        _consume_state(conn, connection_id, state_nonce)
         _consent_outcome(conn, connection_id, action, status_message)
 
 

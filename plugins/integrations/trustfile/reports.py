@@ -31,21 +31,22 @@ class BadItem:
     payload: dict
 
 
-def _utc_day(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    return start_of(day), start_of(day + dt.timedelta(days=1))
+# The day's end is computed by PostgreSQL (in Python the day after 9999-12-31 overflows), as 24 hours:
+# '1 day' would follow the session's time zone across a DST change.
+_ON_DAY = "at >= %(start)s AND at < %(start)s + interval '24 hours'"
 
 
 def errors_on(conn: psycopg.Connection, day: dt.date) -> list[ErrorEntry]:
     """The errors recorded on `day` (UTC), oldest first."""
-    rows = conn.execute("SELECT at, type, connection_id, message FROM trustfile.errors "
-                        "WHERE at >= %s AND at < %s ORDER BY at, id", _utc_day(day))
+    rows = conn.execute(f"SELECT at, type, connection_id, message FROM trustfile.errors WHERE {_ON_DAY} "
+                        "ORDER BY at, id", {"start": start_of(day)})
     return [ErrorEntry(*row) for row in rows]
 
 
 def bad_items_on(conn: psycopg.Connection, day: dt.date) -> list[BadItem]:
     """The items quarantined on `day` (UTC), oldest first, each with the payload that was refused."""
     rows = conn.execute("SELECT at, connection_id, message, friendly_message, payload FROM trustfile.bad_items "
-                        "WHERE at >= %s AND at < %s ORDER BY at, id", _utc_day(day))
+                        f"WHERE {_ON_DAY} ORDER BY at, id", {"start": start_of(day)})
     return [BadItem(*row) for row in rows]
 
 

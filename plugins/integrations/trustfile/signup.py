@@ -1,21 +1,53 @@
 """A connection's signup to TrustFile as the trustfile_provision DAG records it: registered by email,
-then signed up (the company token stored, encrypted) or failed with the reason."""
+then signed up (the company token stored, encrypted) or failed with the reason.
+
+One email is provisioned by one run at a time (an advisory lock on the email, held across TrustFile's
+calls), and its state only moves forward: `signing_up` → `signup_failed` (again, with a newer reason)
+→ `provisioned`, which nothing leaves. A stored company token means `provisioned` (a check constraint,
+migration 0007), so a company TrustFile knows is always one the sync takes.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 import psycopg
 
 from etl.encryption import encrypt
 from integrations.trustfile.connections import record_activity
 
+_NOT_YET_PROVISIONED = "provisioning_state IN ('signing_up', 'signup_failed') AND company_token IS NULL"
+
+
+def _lock_key(email: str) -> str:
+    return f"trustfile_signup:{email.strip().lower()}"
+
+
+@contextlib.contextmanager
+def signup_lock(conn: psycopg.Connection, email: str) -> Iterator[None]:
+    """Hold the email's signup, waiting while another run holds it, so that run's company token is found
+    instead of TrustFile being asked twice. Session-level: it spans the short transactions of the signup
+    and the vendor calls between them, and PostgreSQL drops it if the worker dies."""
+    key = _lock_key(email)
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    conn.commit()
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            conn.commit()
+
 
 def register_signup(conn: psycopg.Connection, connection_id: str, email: str, company_name: str,
                     host_system: str, host_connection_id: str | None = None) -> tuple[str, str]:
     """Create (or find again) the disabled, start-date-less connection a signup is for.
 
-    Keyed by the email, so a retried or re-triggered run finds its row instead of making another.
-    A ServiceTrade company has no OAuth consent: its credentials are an Airflow connection (login
+    Keyed by the email (under its lock, so parallel runs find one row instead of racing to insert two),
+    so a retried or re-triggered run finds its row instead of making another; an existing row keeps its
+    state. A ServiceTrade company has no OAuth consent: its credentials are an Airflow connection (login
     and password, encrypted by Airflow), named here and kept as the connection's host credentials.
     Returns (connection_id, provisioning_state).
     """
@@ -24,6 +56,7 @@ def register_signup(conn: psycopg.Connection, connection_id: str, email: str, co
         identifier = host_connection_id or "servicetrade_default"
         credentials = encrypt(json.dumps({"airflow_conn_id": identifier}))
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_lock_key(email),))
         row = conn.execute(
             "SELECT connection_id, provisioning_state FROM trustfile.connections WHERE lower(signup_email) = lower(%s)",
             (email,)).fetchone()
@@ -38,18 +71,27 @@ def register_signup(conn: psycopg.Connection, connection_id: str, email: str, co
     return connection_id, "signing_up"
 
 
-def record_signup(conn: psycopg.Connection, connection_id: str, company_token_encrypted: bytes) -> None:
+def record_signup(conn: psycopg.Connection, connection_id: str, company_token_encrypted: bytes) -> bool:
+    """Store the company token and move to `provisioned`; False (nothing written) when the connection is
+    gone or already holds a token: a company token is never replaced."""
     with conn.transaction():
-        conn.execute(
+        updated = conn.execute(
             "UPDATE trustfile.connections SET company_token = %s, provisioning_state = 'provisioned', "
             "status_message = 'signed up; waiting for TrustFile to enable it', status_changed_at = now() "
-            "WHERE connection_id = %s", (company_token_encrypted, connection_id))
-        record_activity(conn, connection_id, "Signed up to TrustFile")
+            f"WHERE connection_id = %s AND {_NOT_YET_PROVISIONED}",
+            (company_token_encrypted, connection_id)).rowcount
+        if updated:
+            record_activity(conn, connection_id, "Signed up to TrustFile")
+    return bool(updated)
 
 
 def record_signup_failure(conn: psycopg.Connection, connection_id: str, message: str) -> None:
+    """Move to `signup_failed` with the reason, unless the connection is already provisioned: a failure
+    never hides a stored company token."""
     with conn.transaction():
-        conn.execute(
+        updated = conn.execute(
             "UPDATE trustfile.connections SET provisioning_state = 'signup_failed', status_message = %s, "
-            "status_changed_at = now() WHERE connection_id = %s", (f"signup failed: {message}"[:1000], connection_id))
-        record_activity(conn, connection_id, "Signup to TrustFile failed")
+            f"status_changed_at = now() WHERE connection_id = %s AND {_NOT_YET_PROVISIONED}",
+            (f"signup failed: {message}"[:1000], connection_id)).rowcount
+        if updated:
+            record_activity(conn, connection_id, "Signup to TrustFile failed")

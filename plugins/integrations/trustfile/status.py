@@ -3,10 +3,13 @@ and the errors listed by GET /errors."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import psycopg
 
+from etl.encryption import decrypt
 from etl.ledger import redact_text
+from etl.oauth_tokens import fingerprint
 from integrations.trustfile.connections import record_activity
 from integrations.trustfile.reports import ErrorType
 
@@ -14,17 +17,32 @@ MESSAGE_LIMIT = 1000
 
 
 def due(conn: psycopg.Connection, today: dt.date) -> tuple[list[str], list[str]]:
-    """(connections to sync now, enabled connections still waiting for their host's authorization).
+    """(connections to sync now, enabled connections still waiting for their host's first authorization).
 
-    Nothing is due while the connector is switched off (PUT /connector {"enabled": false}).
+    Nothing is due while the connector is switched off (PUT /connector {"enabled": false}). A connection
+    whose consent the host stopped accepting is neither: its status says it needs re-consent.
     """
     if not conn.execute("SELECT enabled FROM trustfile.connector").fetchone()[0]:
         return [], []
     rows = conn.execute(
-        "SELECT connection_id, host_credentials IS NOT NULL FROM trustfile.connections "
+        "SELECT connection_id, host_credentials IS NOT NULL, consent_lost_at IS NOT NULL FROM trustfile.connections "
         "WHERE enabled AND start_date <= %s AND provisioning_state IN ('external', 'provisioned') "
         "ORDER BY connection_id", (today,)).fetchall()
-    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
+    return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1] and not r[2]]
+
+
+def synced_within(conn: psycopg.Connection, host_system: str, within: dt.timedelta) -> bool:
+    """Whether an enabled, authorized connection of the host system synced successfully that recently."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM trustfile.connections WHERE host_system = %s AND enabled "
+        "AND host_credentials IS NOT NULL AND last_sync_at > now() - %s)", (host_system, within)).fetchone()[0]
+
+
+def consent_lost(conn: psycopg.Connection, host_system: str) -> list[str]:
+    """Enabled connections whose host no longer accepts their consent: they wait for a new one."""
+    return [r[0] for r in conn.execute(
+        "SELECT connection_id FROM trustfile.connections WHERE host_system = %s AND enabled "
+        "AND consent_lost_at IS NOT NULL ORDER BY connection_id", (host_system,))]
 
 
 def mark_waiting(conn: psycopg.Connection, connection_ids: list[str], message: str) -> None:
@@ -53,6 +71,26 @@ def record_failure(conn: psycopg.Connection, connection_id: str, error_type: Err
                         (next_sync_at, f"sync failed: {text}"[:MESSAGE_LIMIT], connection_id)).rowcount:
             record_activity(conn, connection_id, "Sync failed")
         record_error(conn, error_type, connection_id, text)
+
+
+def record_consent_lost(conn: psycopg.Connection, connection_id: str, consent_fingerprint: str | None,
+                        message: str) -> bool:
+    """The host refused the consent's token for good: the credentials go (the connection reads not
+    authorized), it waits for a new consent instead of failing every hour, and GET /errors lists it.
+    False, and nothing written, when the connection now holds another consent than the refused one."""
+    with conn.transaction():
+        row = conn.execute("SELECT host_credentials FROM trustfile.connections WHERE connection_id = %s FOR UPDATE",
+                           (connection_id,)).fetchone()
+        if row is None or row[0] is None or consent_fingerprint is None:
+            return False
+        if fingerprint(json.loads(decrypt(row[0])).get("refresh_token") or "") != consent_fingerprint:
+            return False
+        conn.execute("UPDATE trustfile.connections SET host_credentials = NULL, consent_lost_at = now(), "
+                     "next_sync_at = NULL, status_message = %s, status_changed_at = now() WHERE connection_id = %s",
+                     (redact_text(message)[:MESSAGE_LIMIT], connection_id))
+        record_activity(conn, connection_id, "Needs re-consent: the host system refuses the authorization")
+        record_error(conn, "CONNECTION", connection_id, message)
+    return True
 
 
 def record_error(conn: psycopg.Connection, error_type: ErrorType, connection_id: str | None, message: str) -> None:

@@ -1,12 +1,14 @@
 """The TrustFile sync of one connection: extract and load with the watermark, then push what changed.
 
-Extract: from the watermark (initially the connection's start date) in windows of at most
-`Budget.window`, each window re-read from `host.overlap` before its start (host clock skew;
-re-read documents land as unchanged). A window's documents are mapped, upserted into
-trustfile.transactions and the watermark moves to the window's end in one transaction: the
-scan is complete up to there. Windows follow one another until the connection is caught up or
-the run's budget is spent, so a company with years of history takes several runs and cannot
-hold a pool slot for hours.
+Extract: from the watermark (initially the connection's start date) up to now, in windows that
+end early once they hold about `Budget.window_documents` (the host ends one at a moment before
+which it read everything), each re-read from `host.overlap` before its start (host clock skew;
+re-read documents land as unchanged). Windows are sized by documents, not time, so a sparse
+history costs the few calls its pages need and a dense one never makes a huge transaction. A
+window's documents are mapped, upserted into trustfile.transactions and the watermark moves to the
+window's end in one transaction: the scan is complete up to there. Windows follow one another until
+the connection is caught up or the run's budget is spent, so a company with years of history takes
+several runs and cannot hold a pool slot for hours.
 
 Push: every transaction whose item hash differs from the push ledger's, in item-id order, 1000
 per call; after each call its items are written to the ledger in one transaction. A push cut
@@ -66,9 +68,10 @@ class ConnectionGone(RuntimeError):
 
 @dataclass(frozen=True)
 class Budget:
-    """How much one run may do for one connection before it lets the others have the pool slot."""
+    """How much one window holds (one transaction), and how much one run may do for one connection
+    before it lets the others have the pool slot."""
 
-    window: dt.timedelta = dt.timedelta(days=31)
+    window_documents: int = 20_000
     max_documents: int = 100_000
     max_seconds: float = 1800.0
 
@@ -191,10 +194,10 @@ def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, tas
         if position >= now:
             report.caught_up = True
             break
-        until = min(now, position + budget.window)
         since = max(position - job.host.overlap, floor)
-        _load_window(conn, job, report, since, until, run_id=run_id, mode="incremental", advance=True,
-                     task_id=task_id, try_number=try_number)
+        until = _load_window(conn, job, report, since, now, run_id=run_id, mode="incremental", advance=True,
+                             task_id=task_id, try_number=try_number, limit=budget.window_documents,
+                             min_end=position)
         position = until
         report.watermark_after = watermarks.render(until)
         if until >= now:
@@ -208,7 +211,10 @@ def _extract(conn, job: SyncJob, report: SyncReport, run_id, budget: Budget, tas
 
 
 def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, until: dt.datetime, *, run_id: str,
-                 mode: str, advance: bool, task_id, try_number) -> None:
+                 mode: str, advance: bool, task_id, try_number, limit: int | None = None,
+                 min_end: dt.datetime | None = None) -> dt.datetime:
+    """Load the host's documents of [since, until) in one transaction; return where the window ended
+    (`until`, or earlier past `limit` documents: see HostSystem.documents)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("a window is loaded in a transaction of its own: the connection is inside one already")
     info = ledger.RunInfo(pipeline=PIPELINE, scope=job.connection_id, run_id=run_id, mode=mode, task_id=task_id,
@@ -225,15 +231,18 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
             raise ConnectionGone(f"connection {job.connection_id} no longer exists (deleted through the API)")
         counts = run.counts
         rejects = ledger.QuarantineBuffer(PIPELINE, job.connection_id)
-        rows = _rows(job, job.host.documents(since, until), counts, rejects, withdrawn, report)
+        rows = _rows(job, job.host.documents(since, until, limit=limit, min_end=min_end), counts, rejects, withdrawn,
+                     report)
         upserted = loader.upsert(conn, TRANSACTIONS, rows)
         counts.inserted, counts.updated, counts.unchanged = upserted.inserted, upserted.updated, upserted.unchanged
         counts.quarantined = rejects.flush(conn, run.id)
         _record_mapping_rejects(conn, run.id)
         report.deleted += _withdraw(conn, job, withdrawn)
         run.watermark_after = report.watermark_before
+        end = job.host.window_end.astimezone(dt.timezone.utc)
+        run.window_end = watermarks.render(end) if end < until else None
         if advance:
-            moved = watermarks.advance(conn, PIPELINE, job.connection_id, "timestamp", until, run_id=run_id)
+            moved = watermarks.advance(conn, PIPELINE, job.connection_id, "timestamp", end, run_id=run_id)
             run.watermark_after = watermarks.render(moved.value)
     report.windows += 1
     report.inserted += counts.inserted
@@ -241,7 +250,9 @@ def _load_window(conn, job: SyncJob, report: SyncReport, since: dt.datetime, unt
     report.unchanged += counts.unchanged
     report.quarantined += counts.quarantined
     report.warnings += [w for w in job.host.warnings if w not in report.warnings]
-    log.info("%s %s: window done: %s", mode, job.connection_id, counts.as_dict())
+    log.info("%s %s: window done%s: %s", mode, job.connection_id,
+             f" early, at {end.isoformat()} ({limit} documents)" if end < until else "", counts.as_dict())
+    return end
 
 
 def _rows(job: SyncJob, documents: Iterable[Document], counts: ledger.RunCounts, rejects: ledger.QuarantineBuffer,

@@ -4,14 +4,19 @@ A connection's host credentials live encrypted in trustfile.connections (QBO: th
 refresh token from the consent; ServiceTrade: the Airflow connection holding its login), the
 OAuth app and TrustFile's token in Airflow connections. Whatever a run ends with is written
 back on the connection (statusMessage, lastSyncAt, nextSyncAt, an activity) and, for a failure,
-in trustfile.errors, which TrustFile reads through GET /errors.
+in trustfile.errors, which TrustFile reads through GET /errors. A consent QuickBooks refuses for good
+(invalid_grant) is not a failure to retry: the connection says "needs re-consent" with the consent
+link, and waits for the customer.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from etl import db, watermarks
+from hooks.qbo import RefreshTokenRefused
 from hooks.trustfile import TrustFileHook
 from hooks.vendor_http import VendorApiError, register_secret
 from integrations.trustfile import connections, hosts, status
@@ -29,6 +34,19 @@ WAITING_FOR_AUTHORIZATION = ("enabled; waiting for the host system's authorizati
 
 class SyncSetupError(RuntimeError):
     """A connection cannot be synced as configured; the message says what to fix."""
+
+
+class NeedsReconsent(AirflowFailException):
+    """The host no longer accepts the company's consent: only the customer can fix it, so no retries."""
+
+
+def reconsent_message(connection_id: str, refused: RefreshTokenRefused) -> str:
+    """The connection's status (and the alert's text) when QuickBooks refuses its refresh token for good."""
+    cause = ("an answer carrying its replacement was lost in transit, and QuickBooks does not accept the previous "
+             "one" if refused.lost_answer else "revoked, unused for 100 days, or lost")
+    return (f"needs re-consent: QuickBooks refuses the company's refresh token (invalid_grant: {cause}); the "
+            f"customer authorizes again from TrustFile, which opens the consent link "
+            f"GET /connections/{connection_id}/authentication")
 
 
 def next_sync_at(now: dt.datetime | None = None) -> dt.datetime:
@@ -102,6 +120,13 @@ def _run(connection_id: str, context, work) -> dict:
             report = work(conn, job, run_id=context["run_id"], task_id=ti.task_id, try_number=ti.try_number)
         except ConnectionGone as gone:
             raise AirflowSkipException(str(gone)) from None
+        except RefreshTokenRefused as refused:
+            message = reconsent_message(connection_id, refused)
+            if status.record_consent_lost(conn, connection_id, refused.consent_fingerprint, message):
+                raise NeedsReconsent(f"connection {connection_id} {message}") from refused
+            status.record_failure(conn, connection_id, error_type(refused), f"{type(refused).__name__}: {refused}",
+                                  next_sync_at())
+            raise
         except BaseException as exc:
             status.record_failure(conn, connection_id, error_type(exc), f"{type(exc).__name__}: {exc}",
                                   next_sync_at())
@@ -115,7 +140,7 @@ def _run(connection_id: str, context, work) -> dict:
 
 def sync(connection_id: str, context) -> dict:
     params = context["params"]
-    budget = Budget(window=dt.timedelta(days=int(params.get("window_days") or 31)),
+    budget = Budget(window_documents=int(params.get("window_documents") or 20_000),
                     max_documents=int(params.get("max_documents") or 100_000))
     return _run(connection_id, context, lambda conn, job, **kw: run_sync(conn, job, budget=budget, **kw))
 

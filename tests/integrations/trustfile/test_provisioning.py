@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
@@ -86,3 +91,117 @@ def test_a_servicetrade_company_is_authorized_by_naming_its_airflow_connection(p
         (connection_id,)).fetchone()
     assert (system, identifier) == ("servicetrade", "servicetrade_field_co")
     assert json.loads(decrypt(sealed)) == {"airflow_conn_id": "servicetrade_field_co"}
+
+
+def provision(params: dict) -> str:
+    """What one trustfile_provision run does: its two tasks, in order."""
+    from integrations.trustfile.provisioning import register, sign_up
+
+    return sign_up(register(params), params)
+
+
+def at_once(count: int, work) -> list:
+    """`work(i)` in `count` threads released together; each result, or the exception it raised."""
+    barrier = threading.Barrier(count)
+
+    def run(i: int):
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(run, i) for i in range(count)]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:   # noqa: BLE001 - the outcome under test
+            outcomes.append(exc)
+    return outcomes
+
+
+def test_ten_parallel_registrations_of_one_email_make_one_connection(provisioning):
+    """Ten at once, in five rounds (one round alone does not always hit the race)."""
+    from integrations.trustfile.provisioning import register
+
+    for round_ in range(5):
+        emails = [f"race{round_}@acme.example", f"Race{round_}@Acme.example"]
+        outcomes = at_once(10, lambda i, emails=emails: register({"email": emails[i % 2], "company_name": "Race"}))
+        assert [o for o in outcomes if isinstance(o, Exception)] == []
+        assert len(set(outcomes)) == 1
+        assert provisioning.execute("SELECT count(*), min(provisioning_state) FROM trustfile.connections "
+                                    "WHERE lower(signup_email) = %s", (emails[0],)).fetchone() == (1, "signing_up")
+
+
+def test_five_parallel_provisions_of_one_email_sign_up_once_and_end_syncable(provisioning, sandbox):
+    """Each run waits for the one signing the email up, then finds its token: none fails, none signs up again."""
+    from etl.encryption import decrypt
+    from hooks.trustfile import TrustFileHook
+
+    sandbox.faults("trustfile", latency_ms=300, only_path="/v4/company")    # a slow TrustFile widens the race
+    params = {"email": "five@acme.example", "company_name": "Five Co"}
+    outcomes = at_once(5, lambda _: provision(params))
+    assert sorted(map(str, outcomes)) == ["already provisioned"] * 4 + ["provisioned"]
+    assert signups(sandbox) == 1
+    connection_id, _, _, provisioned, message, token = state(provisioning, "five@acme.example")
+    assert (provisioned, message) == ("provisioned", "signed up; waiting for TrustFile to enable it")
+    assert TrustFileHook().get_company(decrypt(token))["name"] == "Five Co"
+
+
+def test_provisioning_states_only_move_forward_and_a_token_means_provisioned(provisioning):
+    from etl.encryption import encrypt
+    from integrations.trustfile import signup
+    from integrations.trustfile.provisioning import register
+
+    failed = register({"email": "fails@acme.example", "company_name": "Fails Co"})
+    signup.record_signup_failure(provisioning, failed, "HTTP 503")
+    signup.record_signup_failure(provisioning, failed, "HTTP 400: companyZip")    # a later reason replaces it
+    assert state(provisioning, "fails@acme.example")[3:5] == ("signup_failed", "signup failed: HTTP 400: companyZip")
+
+    done = register({"email": "done@acme.example", "company_name": "Done Co"})
+    assert signup.record_signup(provisioning, done, encrypt("company-token-1")) is True
+    signup.record_signup_failure(provisioning, done, "a stale failure of a slower run")
+    assert signup.record_signup(provisioning, done, encrypt("company-token-2")) is False   # never replaced
+    row = state(provisioning, "done@acme.example")
+    assert row[3:5] == ("provisioned", "signed up; waiting for TrustFile to enable it")
+    with pytest.raises(psycopg.errors.CheckViolation, match="company_token_means_syncable"):
+        with provisioning.transaction():
+            provisioning.execute("UPDATE trustfile.connections SET provisioning_state = 'signup_failed' "
+                                 "WHERE connection_id = %s", (done,))
+    assert register({"email": "done@acme.example", "company_name": "Done Co"}) == done
+    assert state(provisioning, "done@acme.example")[3] == "provisioned"
+
+
+def test_the_migration_repairs_a_connection_left_failed_with_a_token(empty_db, tmp_path):
+    """What the race left behind before the fix: `signup_failed` with a company token, never synced."""
+    from etl import migrate
+    from etl.db import connect
+
+    for path in migrate.discover():
+        if path.version <= 5:
+            shutil.copy(path.path, tmp_path / path.path.name)
+    with connect(empty_db, autocommit=True) as fresh:
+        migrate.migrate(fresh, Path(tmp_path))
+        fresh.execute("INSERT INTO trustfile.connections (connection_id, signup_email, provisioning_state, "
+                      "status_message, company_token) VALUES ('lost-race', 'lost@race.example', 'signup_failed', "
+                      "'signup failed: TrustFile already has a user', 'sealed-token')")
+        migrate.migrate(fresh)
+        assert fresh.execute("SELECT provisioning_state, status_message FROM trustfile.connections "
+                             "WHERE connection_id = 'lost-race'").fetchone() == (
+            "provisioned", "signed up; waiting for TrustFile to enable it")
+
+
+@pytest.mark.parametrize("answer", [*tf_sandbox.UNKNOWN_EMAIL_FORMS, "unavailable"])
+def test_the_email_lookup_never_fails_a_provisioning_alone(provisioning, sandbox, monkeypatch, answer):
+    """Its answer for an unknown email is undocumented; whatever it says, or if it cannot say, we sign up
+    (TrustFile itself refuses a second signup of one email)."""
+    from hooks.trustfile import TrustFileHook
+
+    monkeypatch.setattr(TrustFileHook, "backoff_initial", 0.01)
+    monkeypatch.setattr(TrustFileHook, "backoff_max", 0.05)
+    if answer == "unavailable":
+        sandbox.faults("trustfile", burst_5xx=TrustFileHook.max_attempts, only_path="/v4/company")
+    else:
+        sandbox.control("trustfile", unknown_email=answer)
+    email = f"lookup-{answer}@acme.example"
+    assert provision({"email": email, "company_name": "Lookup Co"}) == "provisioned"
+    assert signups(sandbox) == 1 and state(provisioning, email)[3] == "provisioned"

@@ -144,3 +144,13 @@ def test_every_sandbox_invoice_maps_or_is_deliberately_unreconciled(host, invoic
     for key, t in mapped.items():
         assert t.computed_total == t.source_total and t.ship_to.complete
         assert t.source_updated_at == at(by_id[key]["updated"])
+
+
+def test_a_window_with_a_limit_ends_after_a_whole_part_and_the_next_one_reads_on(host, invoices, monkeypatch):
+    monkeypatch.setitem(PAGE_LIMIT, "invoice", 10)            # parts of at most 10 invoices
+    first = [d.source_id for d in host.documents(SINCE, UNTIL, limit=15)]
+    end = host.window_end
+    assert SINCE < end < UNTIL and 15 <= len(first) < len(sales_ids(invoices, SINCE, UNTIL))
+    assert set(first) == sales_ids(invoices, SINCE, end)      # everything before the end, nothing after it
+    rest = [d.source_id for d in host.documents(end, UNTIL)]
+    assert set(first) | set(rest) == sales_ids(invoices, SINCE, UNTIL) and not set(first) & set(rest)

@@ -112,16 +112,38 @@ def test_an_item_trustfile_refuses_is_recorded_and_the_rest_pushed(wired, sandbo
     assert again.push_selected == 0                          # refused and unchanged: not pushed again
 
 
-def test_bounded_windows_advance_the_watermark_and_a_budget_stops_the_run(wired, sandbox):
+def test_windows_end_after_their_documents_and_a_budget_stops_the_run(wired, sandbox):
     from etl import watermarks
+    from hooks.qbo import QboHook
     from integrations.trustfile.sync import PIPELINE
 
-    report = sync(wired, window=dt.timedelta(days=2), max_documents=1)
-    # from 90 days before the start date (LOOKBACK) in 2-day windows: 47 empty ones, then Jan 5-7 (every document)
-    assert not report.caught_up and report.windows == 48
+    receipts = sorted(dt.datetime.fromisoformat(r["MetaData"]["LastUpdatedTime"])
+                      for r in QboHook(realm_id=REALM, refresh_token=qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM])
+                      .query("SalesReceipt"))
+    first_row = wired.execute("SELECT coalesce(max(id), 0) + 1 FROM etl.run_ledger").fetchone()[0]
+    report = sync(wired, window_documents=40, max_documents=1)
+    # 40 shared by four entities: the window ends at the 11th sales receipt's time; the budget stops the run
+    assert not report.caught_up and report.windows == 1
     mark = watermarks.read(wired, PIPELINE, COMPANY).value
-    assert mark == dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc)
-    assert report.pushed == DOCUMENTS
+    assert mark == receipts[10]
+    ends = wired.execute("SELECT window_end, watermark_after FROM etl.run_ledger WHERE pipeline = %s AND id >= %s",
+                         (PIPELINE, first_row)).fetchall()
+    assert ends == [(mark.isoformat(), mark.isoformat())]     # the ledger says where the window really ended
+    runs = 1
+    while not report.caught_up:
+        report = sync(wired, window_documents=40, max_documents=1)
+        runs += 1
+    assert runs >= DOCUMENTS // 40 and len(stored_items(sandbox)) == DOCUMENTS
+    read = [n for (n,) in wired.execute("SELECT rows_read FROM etl.run_ledger WHERE pipeline = %s AND id >= %s "
+                                        "ORDER BY id", (PIPELINE, first_row))]
+    assert max(read[:-1]) <= 40 + 4      # a window holds its limit, give or take what shares its last second
+
+
+def test_a_sparse_history_is_read_in_one_window_at_the_minimum_of_calls(wired, sandbox):
+    report = sync(wired)
+    queries = [r for r in sandbox.requests("qbo") if r["path"].endswith("/query")]
+    assert report.windows == 1 and report.read == DOCUMENTS
+    assert len(queries) == 4      # one short page per entity: everything since 90 days before the start date
 
 
 def test_backfill_reload_and_repush_leave_the_watermark_alone(wired, sandbox):
@@ -254,11 +276,15 @@ def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it
             self.name, self.overlap, self.identifier = host.name, host.overlap, host.identifier
             self.warnings = host.warnings
 
-        def documents(self, since, until):
+        @property
+        def window_end(self):
+            return self.host.window_end
+
+        def documents(self, since, until, **limits):
             self.windows += 1
             if self.windows == 3:
                 raise ConnectionError("QuickBooks went away")
-            return self.host.documents(since, until)
+            return self.host.documents(since, until, **limits)
 
         def to_transaction(self, document, *, fallback_address):
             return self.host.to_transaction(document, fallback_address=fallback_address)
@@ -268,14 +294,13 @@ def test_each_window_commits_on_its_own_so_a_failure_keeps_the_windows_before_it
     from integrations.trustfile.sync import Budget, run_sync
 
     with pytest.raises(ConnectionError):
-        run_sync(wired, failing, run_id="window-failure", budget=Budget(window=dt.timedelta(days=2)))
+        run_sync(wired, failing, run_id="window-failure", budget=Budget(window_documents=40))
     with connect(db_url) as other:
-        # windows 1 and 2 of 2 days each, from the start date minus LOOKBACK
-        assert watermarks.read(other, PIPELINE, COMPANY).value == start_of(dt.date(2026, 1, 1)) - LOOKBACK + \
-            dt.timedelta(days=4)
-        ledger = other.execute("SELECT status FROM etl.run_ledger WHERE run_id = 'window-failure' ORDER BY id"
-                               ).fetchall()
-    assert [s for (s,) in ledger] == ["success", "success", "failed"]
+        ledger = other.execute("SELECT status, watermark_after FROM etl.run_ledger WHERE run_id = 'window-failure' "
+                               "ORDER BY id").fetchall()
+        mark = watermarks.read(other, PIPELINE, COMPANY).value
+    assert [s for s, _ in ledger] == ["success", "success", "failed"]
+    assert mark.isoformat() == ledger[1][1] and mark > start_of(dt.date(2026, 1, 1)) - LOOKBACK
 
 
 def test_a_deletion_is_found_even_when_the_window_reaches_past_the_change_feed(wired, sandbox):
@@ -288,7 +313,7 @@ def test_a_deletion_is_found_even_when_the_window_reaches_past_the_change_feed(w
                          dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40), run_id="test", reason="lagging")
     sandbox.control("qbo", delete=[{"realm": REALM, "entity": "CreditMemo", "id": "221"}])
     time.sleep(1.1)
-    report = sync(wired, window=dt.timedelta(days=60))
+    report = sync(wired)
     assert report.deleted == 1 and report.windows == 1
     assert any("beyond QuickBooks' 30-day change feed" in w for w in report.warnings)
     assert stored_items(sandbox)["qbo-CreditMemo-221"]["salesAmount"] == 0

@@ -4,20 +4,29 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, WithJsonSchema, field_validator
 
 from integrations.trustfile import connections as store
-from integrations.trustfile.api.common import AUTHORIZED, ApiError, Conn, parse_date, timestamp
+from integrations.trustfile.api.common import (
+    AUTHORIZED,
+    ApiError,
+    Conn,
+    ConnectionId,
+    DateText,
+    Problem,
+    parse_date,
+    timestamp,
+)
 
 router = APIRouter(dependencies=AUTHORIZED)
+EnabledFilter = Annotated[str | None, WithJsonSchema({"type": "string", "enum": ["true", "false"]})]
 
 
-class NewConnection(BaseModel):
-    """Body of POST /connections; PUT /connections/{id} adds `enabled`. Unknown fields are refused."""
+class _WithStartDate(BaseModel):
+    """A connection's body: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
-    connectionId: str | None = None  # noqa: N815 - the contract's field names
-    startDate: str | None = None  # noqa: N815 - the contract's field names
+    startDate: DateText | None = None  # noqa: N815 - the contract's field names
 
     @field_validator("startDate")
     @classmethod
@@ -26,13 +35,22 @@ class NewConnection(BaseModel):
         return value
 
 
-class ConnectionChange(NewConnection):
-    enabled: bool | None = None
+class NewConnection(_WithStartDate):
+    """Body of POST /connections."""
+
+    connectionId: ConnectionId  # noqa: N815 - the contract's field names
+
+
+class ConnectionChange(_WithStartDate):
+    """Body of PUT /connections/{id}: what is given changes; a connectionId must be the path's."""
+
+    connectionId: ConnectionId | None = None  # noqa: N815 - the contract's field names
+    enabled: StrictBool | None = None   # strict: `0` or "no" is not a boolean in the contract
 
 
 class ConnectorChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool
+    enabled: StrictBool
 
 
 def describe(connection: store.Connection) -> dict:
@@ -57,18 +75,17 @@ def existing(conn, connection_id: str) -> store.Connection:
 
 
 @router.get("/connections")
-def list_connections(conn: Conn, enabled: str | None = None):
+def list_connections(conn: Conn, enabled: EnabledFilter = None):
     flag = {"true": True, "false": False, None: None}.get(enabled, "bad")
     if flag == "bad":
         raise ApiError(400, "enabled must be true or false")
     return {"connections": store.list_ids(conn, flag)}
 
 
-@router.post("/connections")
+@router.post("/connections", responses={500: {"model": Problem, "description": "User already exists: the "
+                                                                             "contract's answer for a duplicate"}})
 def create_connection(body: NewConnection, conn: Conn):
-    if not body.connectionId or not body.connectionId.strip():
-        raise ApiError(400, "Missing connectionId")
-    created = store.create(conn, body.connectionId.strip(), parse_date(body.startDate, "startDate"))
+    created = store.create(conn, body.connectionId, parse_date(body.startDate, "startDate"))
     if created is None:
         raise ApiError(500, "User already exists")   # the contract's answer for a duplicate
     return {"connectionId": created.connection_id,
@@ -77,18 +94,18 @@ def create_connection(body: NewConnection, conn: Conn):
 
 
 @router.head("/connections/{connection_id}")
-def connection_exists(connection_id: str, conn: Conn):
+def connection_exists(connection_id: ConnectionId, conn: Conn):
     existing(conn, connection_id)
     return Response(status_code=200)
 
 
 @router.get("/connections/{connection_id}")
-def get_connection(connection_id: str, conn: Conn):
+def get_connection(connection_id: ConnectionId, conn: Conn):
     return describe(existing(conn, connection_id))
 
 
 @router.put("/connections/{connection_id}")
-def change_connection(connection_id: str, body: ConnectionChange, conn: Conn):
+def change_connection(connection_id: ConnectionId, body: ConnectionChange, conn: Conn):
     if body.connectionId is not None and body.connectionId != connection_id:
         raise ApiError(400, "connectionId in the body differs from the one in the path")
     changed = store.update(conn, connection_id, enabled=body.enabled,
@@ -100,14 +117,14 @@ def change_connection(connection_id: str, body: ConnectionChange, conn: Conn):
 
 
 @router.delete("/connections/{connection_id}")
-def delete_connection(connection_id: str, conn: Conn):
+def delete_connection(connection_id: ConnectionId, conn: Conn):
     if not store.delete(conn, connection_id):
         raise ApiError(404, f"Unknown connection {connection_id}")
     return {"success": True}
 
 
 @router.get("/connections/{connection_id}/activities")
-def connection_activities(connection_id: str, conn: Conn, days: Annotated[int, Query(ge=1, le=365)] = 14,
+def connection_activities(connection_id: ConnectionId, conn: Conn, days: Annotated[int, Query(ge=1, le=365)] = 14,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100):
     existing(conn, connection_id)
     return {"activities": [{"timestamp": timestamp(at), "action": action}

@@ -3,15 +3,18 @@ redirect target TrustFile gives us, and keeping the secrets that travel in URLs 
 
 Intuit sends the browser back to our callback without TrustFile's bearer token, so the callback
 trusts only what `state` carries: a Fernet token (etl.encryption; authenticated, so it cannot be
-forged or edited) holding the connection id, TrustFile's redirectUri, a nonce and an expiry. A
-replay within the expiry needs the code too, and Intuit's codes work once.
+forged or edited) holding the connection id, TrustFile's redirectUri, a nonce and an expiry. The
+nonce is also recorded for its connection when the consent starts (integrations.trustfile.consent)
+and consumed by the callback's outcome, so a state works once, and only while its connection lives.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # The core masker redacts the API server's access log (query strings included); the task SDK's masker,
@@ -34,10 +37,21 @@ def mask(secret: str | None) -> None:
         mask_in_api_server_logs(secret)
 
 
-def seal_state(connection_id: str, redirect_uri: str) -> str:
+@dataclass(frozen=True)
+class SealedState:
+    """The `state` handed to Intuit, and what the consent records of it (its nonce and expiry)."""
+
+    value: str
+    nonce: str
+    expires_at: dt.datetime
+
+
+def seal_state(connection_id: str, redirect_uri: str) -> SealedState:
+    nonce, expires_at = secrets.token_urlsafe(16), int(time.time()) + STATE_TTL_SECONDS
     payload = {"purpose": _PURPOSE, "connection_id": connection_id, "redirect_uri": redirect_uri,
-               "nonce": secrets.token_urlsafe(16), "expires_at": int(time.time()) + STATE_TTL_SECONDS}
-    return encryption.encrypt(json.dumps(payload)).decode()
+               "nonce": nonce, "expires_at": expires_at}
+    return SealedState(encryption.encrypt(json.dumps(payload)).decode(), nonce,
+                       dt.datetime.fromtimestamp(expires_at, dt.timezone.utc))
 
 
 def open_state(state: str | None) -> dict | None:
@@ -52,6 +66,8 @@ def open_state(state: str | None) -> dict | None:
     if not isinstance(payload, dict) or payload.get("purpose") != _PURPOSE:
         return None
     if not isinstance(payload.get("expires_at"), int) or payload["expires_at"] < time.time():
+        return None
+    if not all(isinstance(payload.get(key), str) for key in ("connection_id", "redirect_uri", "nonce")):
         return None
     return payload
 

@@ -6,6 +6,10 @@ an identifier, and not let its callers drive traffic to the vendors:
   running then is FAIL "no answer"); one that succeeds slower than SLOW_SECONDS is DEGRADED;
 - the vendor checks (hostSystem, trustfile) are answered from a cache for CACHE_SECONDS, so any
   polling rate costs each vendor at most one call per API-server process in that time;
+- a company's QuickBooks calls count against the per-company quota its sync needs: a successful sync
+  within RECENT_SYNC answers for QuickBooks, and otherwise one company is probed at most once per
+  PROBE_SECONDS (a probe may also refresh, and so rotate, its token);
+- a vendor throttling us (429) answers, so it is DEGRADED, never FAIL;
 - the hooks get short timeouts and one attempt; the details of a failure go to our log only.
 """
 from __future__ import annotations
@@ -14,9 +18,10 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
 
 from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -24,7 +29,7 @@ from etl import db
 from etl.encryption import EncryptionError
 from hooks.vendor_http import VendorApiError, VendorHttpHook
 from integrations.trustfile import connections as store
-from integrations.trustfile import reports
+from integrations.trustfile import reports, status
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +37,38 @@ OK, DEGRADED, FAIL = "OK", "DEGRADED", "FAIL"
 TIMEOUT_SECONDS = 4.0
 SLOW_SECONDS = 2.0
 CACHE_SECONDS = 30.0
+PROBE_SECONDS = 900.0
+RECENT_SYNC = dt.timedelta(hours=2)      # trustfile_sync runs hourly: two chances
 ERROR_WINDOW = dt.timedelta(hours=1)
 
 Check = Callable[[], tuple[str, str]]
+T = TypeVar("T")
+
+
+class AtMostEvery:
+    """Runs a probe at most once per PROBE_SECONDS for the same key; in between, its last outcome (an
+    answer, or the same error raised again) stands."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, Hashable, object, BaseException | None] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Hashable, probe: Callable[[], T]) -> T:
+        with self._lock:
+            last = self._last
+        if last is not None and last[1] == key and time.monotonic() - last[0] < PROBE_SECONDS:
+            if last[3] is not None:
+                raise last[3]
+            return last[2]
+        try:
+            answer = probe()
+        except Exception as exc:
+            with self._lock:
+                self._last = (time.monotonic(), key, None, exc)
+            raise
+        with self._lock:
+            self._last = (time.monotonic(), key, answer, None)
+        return answer
 
 
 class HealthChecks:
@@ -81,6 +115,8 @@ def _outcome(kind: str, future, deadline: float) -> tuple[str, str]:
         return FAIL, f"no answer within {TIMEOUT_SECONDS:g} s"
     except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
         log.warning("health: the %s check failed: %s", kind, exc)
+        if isinstance(exc, VendorApiError) and exc.status == 429:    # it answers, and limits us
+            return DEGRADED, reason(exc)
         return FAIL, reason(exc)
     if status == OK and seconds > SLOW_SECONDS:
         return DEGRADED, f"slow: answered in {seconds:.1f} s"
@@ -131,25 +167,43 @@ def trustfile(hook_factory: Callable[[], VendorHttpHook]) -> tuple[str, str]:
     return OK, "NOMINAL"
 
 
-def host_system(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook]) -> tuple[str, str]:
-    """The QuickBooks OAuth client is configured (without it no consent and no sync can work); and when
-    an enabled company is authorized, one COUNT query for it, the cheapest call that proves QuickBooks
-    answers and the consent still holds. A refused consent is one company's problem: DEGRADED."""
+def host_system(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook],
+                probe: AtMostEvery) -> tuple[str, str]:
+    """The QuickBooks OAuth client is configured (without it no consent and no sync can work); a company
+    whose consent QuickBooks stopped accepting is DEGRADED (one company's problem). Then a sync that
+    succeeded within RECENT_SYNC proves QuickBooks answers; without one, a COUNT query for the most
+    recently authorized company (the cheapest call that proves QuickBooks and the consent), at most
+    once per PROBE_SECONDS. The company's tokens are in our database (`conninfo`), not Airflow's."""
     client = qbo_hook_factory()
     if not (client.connection.login or "").strip() or not client.password:
         return FAIL, "OAuth client not configured (client id and secret)"
     with db.connect(conninfo) as conn:
-        probe = store.latest_authorized(conn, "qbo")
-        credentials = store.host_credentials(conn, probe) if probe else None
-    if credentials is None:
+        lost = status.consent_lost(conn, "qbo")
+        synced = status.synced_within(conn, "qbo", RECENT_SYNC)
+        company = store.latest_authorized(conn, "qbo")
+        credentials = store.host_credentials(conn, company) if company and not synced else None
+    if lost:
+        log.warning("health: QuickBooks no longer accepts the consent of connection(s) %s: each must authorize "
+                    "again (GET /connections/{id}/authentication)", ", ".join(lost))
+        return DEGRADED, "a company's consent no longer works: it must authorize again (the extractor log names it)"
+    if company is None:
         return OK, "OAuth client configured; no enabled company authorized yet"
-    company = quick(qbo_hook_factory(realm_id=credentials["realm_id"], refresh_token=credentials["refresh_token"]))
+    if credentials is None:
+        return OK, "NOMINAL"
+    return probe((company, credentials["refresh_token"]), lambda: _probe_company(conninfo, qbo_hook_factory,
+                                                                                 company, credentials))
+
+
+def _probe_company(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook], company: str,
+                   credentials: dict) -> tuple[str, str]:
+    hook = quick(qbo_hook_factory(realm_id=credentials["realm_id"], refresh_token=credentials["refresh_token"],
+                                  conninfo=conninfo))
     try:
-        company.check_credentials()
+        hook.check_credentials()
     except VendorApiError as exc:
         if exc.status is None or exc.status == 429 or exc.status >= 500:
             raise
-        log.warning("health: QuickBooks refused the consent of connection %s: %s", probe, exc)
+        log.warning("health: QuickBooks refused the consent of connection %s: %s", company, exc)
         return DEGRADED, f"a company's consent no longer works (HTTP {exc.status}); the extractor log names it"
     return OK, "NOMINAL"
 
@@ -157,8 +211,9 @@ def host_system(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttp
 def standard(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHook],
              trustfile_hook_factory: Callable[[], VendorHttpHook], *,
              overrides: dict[str, Check] | None = None) -> HealthChecks:
-    """The contract's three checks; the vendor ones cached."""
+    """The contract's three checks; the vendor ones cached, the company probe rarer still."""
+    probe = AtMostEvery()
     return HealthChecks({"connector": lambda: connector(conninfo),
-                         "hostSystem": lambda: host_system(conninfo, qbo_hook_factory),
+                         "hostSystem": lambda: host_system(conninfo, qbo_hook_factory, probe),
                          "trustfile": lambda: trustfile(trustfile_hook_factory), **(overrides or {})},
                         cached={"hostSystem", "trustfile"})

@@ -4,13 +4,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from integrations.trustfile import reports
-from integrations.trustfile.api.common import AUTHORIZED, Conn, required_day, timestamp
+from integrations.trustfile.api.common import AUTHORIZED, Conn, DateText, required_day, timestamp
 
 router = APIRouter(dependencies=AUTHORIZED)
 
 
 @router.get("/errors")
-def get_errors(conn: Conn, date: str | None = None):
+def get_errors(conn: Conn, date: DateText):
     found: dict[str, list[dict]] = {kind.lower(): [] for kind in reports.ERROR_TYPES}
     for entry in reports.errors_on(conn, required_day(date)):
         found[entry.type.lower()].append({"type": entry.type, "timestamp": timestamp(entry.at),
@@ -19,7 +19,7 @@ def get_errors(conn: Conn, date: str | None = None):
 
 
 @router.get("/baditems")
-def get_bad_items(conn: Conn, date: str | None = None):
+def get_bad_items(conn: Conn, date: DateText):
     return {"errors": [{"timestamp": timestamp(item.at), "message": item.message,
                         "connectionId": item.connection_id, "badItems": [item.payload],
                         "friendlyMessage": item.friendly_message}

@@ -29,14 +29,19 @@ class HostSystem(Protocol):
     name: ClassVar[str]                 # "qbo", "servicetrade": trustfile.connections.host_system
     overlap: ClassVar[dt.timedelta]     # how far behind the watermark each sync re-reads (host clock skew)
     warnings: list[str]                 # what the last `documents()` could not verify; shown on the connection
+    window_end: dt.datetime             # until when the last `documents()` read everything (see its `limit`)
 
     @property
     def identifier(self) -> str:
         """The company at the host (QBO realm, ServiceTrade account): hostSystemIdentifier."""
 
-    def documents(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
-        """Every sale and refund document whose last-updated time is in [since, until), each at most
-        once per call, one page in memory at a time."""
+    def documents(self, since: dt.datetime, until: dt.datetime, *, limit: int | None = None,
+                  min_end: dt.datetime | None = None) -> Iterator[Document]:
+        """Every sale and refund document whose last-updated time is in [since, window_end), each at most
+        once per call, one page in memory at a time. `window_end` is `until`, unless `limit` is given
+        and the host ended the window early, after about that many documents, at a moment later than
+        `min_end` (default `since`) before which it read everything; a few documents at or after
+        `window_end` may have been given too (the next window reads them again: they load unchanged)."""
 
     def to_transaction(self, document: Document, *, fallback_address: Address | None) -> Transaction:
         """Map one document (no I/O). Raises `Unreconciled` when the parts do not add up to the

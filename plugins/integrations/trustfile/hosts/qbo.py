@@ -38,23 +38,42 @@ class QboHost:
     def __init__(self, hook: QboHook) -> None:
         self.hook = hook
         self.warnings: list[str] = []     # what the last window could not verify
+        self.window_end = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
     @property
     def identifier(self) -> str:
         return self.hook.realm_id
 
-    def documents(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
-        self.warnings = []
+    def documents(self, since: dt.datetime, until: dt.datetime, *, limit: int | None = None,
+                  min_end: dt.datetime | None = None) -> Iterator[Document]:
+        """`limit` is shared out between the entities: one past its share ends the window at its time, and
+        the entities read after it stop there too (see `_changed`)."""
+        self.warnings, self.window_end = [], until
+        share = None if limit is None else max(1, limit // len(ENTITIES))
         for entity in ENTITIES:
-            for record in self.hook.changed_since(entity, since, until):
-                yield Document(entity, str(record["Id"]), _updated(record), record)
+            yield from self._changed(entity, since, share, min_end or since)
         reach = dt.datetime.now(dt.timezone.utc) - CDC_REACH
-        if until <= reach:
+        if self.window_end <= reach:
             return
         if since < reach:
             self.warnings.append(f"deletions before {reach.date().isoformat()} are beyond QuickBooks' 30-day change "
                                  "feed and were not checked")
-        yield from self._deletions(max(since, reach), until)
+        yield from self._deletions(max(since, reach), self.window_end)
+
+    def _changed(self, entity: str, since: dt.datetime, share: int | None, min_end: dt.datetime) -> Iterator[Document]:
+        """The entity's documents in [since, window_end), oldest first. Past `share` of them the window
+        ends at the next one's time: every document before it was given (keyset order), and what an
+        entity read earlier past that time is read again by the next window."""
+        rows = self.hook.changed_since(entity, since, self.window_end)
+        given = 0
+        for record in rows:
+            updated = _updated(record)
+            if share is not None and given >= share and updated > min_end:
+                self.window_end = updated
+                rows.close()
+                return
+            given += 1
+            yield Document(entity, str(record["Id"]), updated, record)
 
     def _deletions(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
         for entity in ENTITIES:

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from itertools import islice
+from itertools import chain, islice
 from typing import ClassVar
 
 from hooks.servicetrade import PAGE_LIMIT, ServiceTradeHook
@@ -138,52 +138,61 @@ class ServiceTradeHost:
         self.hook = hook
         self.account = account
         self.warnings: list[str] = []
+        self.window_end = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
     @property
     def identifier(self) -> str:
         return self.account
 
-    def documents(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:
-        """Every sales invoice updated in [since, until), once, inside one session.
+    def documents(self, since: dt.datetime, until: dt.datetime, *, limit: int | None = None,
+                  min_end: dt.datetime | None = None) -> Iterator[Document]:
+        """Every sales invoice updated in [since, window_end), once, inside one session.
 
         ServiceTrade pages by page number over a name-sorted list, so a read spanning pages skips a
         row whenever an edit moves another out of (or into) the filter between two pages. Only a
         single-page answer is taken as complete: a window that fills its first page is split in time
-        until each part fits in one, and what an earlier, larger read already gave is not given again.
+        until each part fits in one. Parts come in time order, so past `limit` invoices the window
+        ends after the part that reached it.
         """
-        self.warnings = []
+        self.warnings, self.window_end = [], until
         first, last = _ceil_seconds(since), _ceil_seconds(until) - 1   # updatedBefore is inclusive
         if last < first:
             return
         given: set[int] = set()   # invoice ids only: the records themselves stream through
         with self.hook.transaction():
-            for record in self._window(first, last):
-                if record["id"] in given or record.get("type") == PURCHASE_TYPE:
-                    continue
-                given.add(record["id"])
-                yield Document(ENTITY, str(record["id"]), _from_unix(record["updated"]), record)
+            for part_last, rows in self._parts(first, last):
+                for record in rows:
+                    if record["id"] in given or record.get("type") == PURCHASE_TYPE:
+                        continue
+                    given.add(record["id"])
+                    yield Document(ENTITY, str(record["id"]), _from_unix(record["updated"]), record)
+                end = _from_unix(part_last + 1)
+                if limit is not None and len(given) >= limit and part_last < last and end > (min_end or since):
+                    self.window_end = end
+                    return
 
-    def _window(self, first: int, last: int) -> Iterator[dict]:
-        """The invoices updated in [first, last] (unix seconds, inclusive), each from a one-page answer."""
-        limit = PAGE_LIMIT[ENTITY]
+    def _parts(self, first: int, last: int) -> Iterator[tuple[int, Iterable[dict]]]:
+        """[first, last] (unix seconds, inclusive) as consecutive parts in time order, each given as its
+        last second and its invoices, read from a one-page answer (one page held)."""
+        page = PAGE_LIMIT[ENTITY]
         rows = self.hook.list_invoices(first, last)
-        yield from islice(rows, limit)
+        head = list(islice(rows, page))
         extra = next(rows, None)   # asks for page 2 only if page 1 was full
         if extra is None:
+            yield last, head
             return
         if first == last:
-            self.warnings.append(f"more than {limit} invoices were updated in the second "
+            self.warnings.append(f"more than {page} invoices were updated in the second "
                                  f"{_from_unix(first).isoformat()}: one edited meanwhile may be missed (reload it)")
             log.warning("more than %d ServiceTrade invoices were updated in the second %s: read page by page; "
                         "if one was edited meanwhile another may be missed: a reload backfill of that second "
-                        "recovers it", limit, _from_unix(first).isoformat())
-            yield extra
-            yield from rows
+                        "recovers it", page, _from_unix(first).isoformat())
+            yield last, chain(head, [extra], rows)
             return
         rows.close()
         middle = (first + last) // 2
-        yield from self._window(first, middle)
-        yield from self._window(middle + 1, last)
+        yield from self._parts(first, middle)
+        yield from self._parts(middle + 1, last)
 
     def to_transaction(self, document: Document, *, fallback_address: Address | None) -> Transaction:
         return map_invoice(document.record, account=self.account, updated_at=document.updated_at,

@@ -1,12 +1,17 @@
 """The extractor API TrustFile calls: auth on every route but health, the contract's shapes, 400s."""
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import secrets
 
 import pytest
 from fastapi.testclient import TestClient
 
+from integrations.trustfile import connections as store
 from integrations.trustfile.api.app import create_app
+from integrations.trustfile.api.common import Conn
 
 TOKEN = "tf-to-extractor-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -20,6 +25,7 @@ PROTECTED = [
     ("PUT", "/connector", {"enabled": True}),
     ("GET", "/connections/c1/authentication?redirectUri=https%3A%2F%2Fapp.trustfile.avalara.com%2Fok", None),
     ("GET", "/errors?date=2026-03-02", None), ("GET", "/baditems?date=2026-03-02", None),
+    ("GET", "/openapi.json", None), ("GET", "/no/such/route", None),
 ]
 
 
@@ -89,8 +95,11 @@ def test_connection_lifecycle_in_the_contracts_formats(client):
      "startDate '2026-13-01' is not a calendar date"),
     ("POST", "/connections", {"connectionId": "c2", "startDate": "01/04/2026"},
      "startDate must be a date as yyyy-mm-dd"),
-    ("PUT", "/connections/c1", {"enabled": "maybe"},
-     "enabled: Input should be a valid boolean, unable to interpret input"),
+    ("PUT", "/connections/c1", {"enabled": "maybe"}, "enabled: Input should be a valid boolean"),
+    ("PUT", "/connections/c1", {"enabled": 0}, "enabled: Input should be a valid boolean"),
+    ("PUT", "/connector", {"enabled": "true"}, "enabled: Input should be a valid boolean"),
+    ("PUT", "/connector", {}, "Missing enabled"),
+    ("POST", "/connections", {"connectionId": None}, "connectionId: Input should be a valid string"),
     ("PUT", "/connections/c1", {"connectionId": "other"}, "connectionId in the body differs from the one in the path"),
     ("GET", "/connections?enabled=yes", None, "enabled must be true or false"),
     ("GET", "/connections/c1/activities?days=0", None, "days: Input should be greater than or equal to 1"),
@@ -124,3 +133,53 @@ def test_an_unreachable_database_is_a_503_not_a_stack_trace():
     answer = unreachable.get("/connections", headers=AUTH)
     assert answer.status_code == 503 and answer.json() == {"message": "the extractor's database is unavailable; "
                                                                       "try again later"}
+
+
+def test_the_openapi_document_is_served_with_the_token(client):
+    response = client.get("/openapi.json", headers=AUTH)
+    assert response.status_code == 200 and response.json()["info"]["title"] == "TrustFile extractor"
+
+
+@pytest.mark.parametrize(("case", "status", "message"), [
+    ("too-long", 400, "the request holds a value the extractor's database cannot take (too long, or a NUL "
+                      "character)"),
+    ("nul", 400, "the request holds a value the extractor's database cannot take (too long, or a NUL character)"),
+    ("terminated", 503, "the extractor's database is unavailable; try again later"),
+])
+def test_database_errors_caused_by_input_are_a_400_and_only_an_outage_a_503(db_url, conn, case, status, message):
+    """Past the API's own checks, the store's errors are classed by cause: a value PostgreSQL refuses is the
+    caller's (400), a lost or terminated session is ours and passes (503)."""
+    app = create_app(db_url, TOKEN)
+
+    @app.get("/probe/{case}")
+    def probe(case: str, conn: Conn):
+        if case == "too-long":   # random, so it cannot be compressed under the btree's row size limit
+            store.create(conn, secrets.token_hex(10_000), None)
+        elif case == "nul":
+            store.get(conn, "a\x00b")
+        else:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.get(f"/probe/{case}", headers=AUTH)
+    assert (response.status_code, response.json()) == (status, {"message": message})
+
+
+@pytest.mark.parametrize("declared", [b"ten", b"\xb2", b"-1"], ids=["word", "superscript-two", "negative"])
+def test_a_content_length_that_is_not_a_number_is_a_400(db_url, declared):
+    """uvicorn refuses these itself; an ASGI server that passes them on gets our 400, not a 500. Called
+    as an ASGI app with the raw header (a test client would re-encode it)."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/health", "raw_path": b"/health", "root_path": "", "query_string": b"",
+             "headers": [(b"content-length", declared)], "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    asyncio.run(create_app(db_url, TOKEN)(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"]) == {"message": "Content-Length must be a number of bytes"}

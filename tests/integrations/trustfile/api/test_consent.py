@@ -144,12 +144,95 @@ def test_an_exchange_that_fails_at_intuit_is_not_repeated_and_says_so(api, auth,
                                      "(server error (HTTP 503))")
 
 
-def test_a_replayed_callback_cannot_use_the_code_twice(api, auth, conn):
+USED = {"message": "This authorization link was already used: start the authorization again from TrustFile."}
+
+
+def callback(url: str, **replace: str) -> requests.Response:
+    """The browser at our callback, with some of Intuit's parameters replaced."""
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()} | replace
+    return requests.get(url.split("?")[0], params=query, allow_redirects=False, timeout=10)
+
+
+def exchanges(sandbox) -> int:
+    return len([r for r in sandbox.requests("qbo") if r["path"].endswith("/tokens/bearer")])
+
+
+def test_a_replayed_callback_gets_nowhere_and_spends_no_code(api, auth, conn, sandbox):
     back = consent_page(api, auth)
     assert finish(back).endswith("success=true")
     first = store.host_credentials(conn, "c1")
-    assert finish(back).endswith("error=invalid_grant")
+    replay = callback(back)
+    assert (replay.status_code, replay.json()) == (400, USED) and "location" not in replay.headers
+    assert exchanges(sandbox) == 1
     assert store.host_credentials(conn, "c1") == first and connection(api, auth)["authorized"] is True
+
+
+def test_a_replayed_state_with_a_fresh_code_for_another_company_relinks_nothing(api, auth, sandbox, conn):
+    used = consent_page(api, auth, "c1")
+    assert finish(used).endswith("success=true")
+    sandbox.control("qbo", consent_realm=OTHER_REALM)
+    fresh = parse_qs(urlsplit(consent_page(api, auth, "c2")).query)     # a code for another company
+    replay = callback(used, code=fresh["code"][0], realmId=OTHER_REALM)
+    assert (replay.status_code, replay.json()) == (400, USED)
+    assert connection(api, auth, "c1")["hostSystemIdentifier"] == f"qbo {REALM}"
+    assert store.host_credentials(conn, "c1")["realm_id"] == REALM
+    assert actions(api, auth, "c1")[0] == f"Authorized QuickBooks company {REALM}"
+
+
+def test_a_refused_consent_uses_up_its_state_too(api, auth, sandbox, conn):
+    sandbox.control("qbo", consent_denied=True)
+    denied = consent_page(api, auth)
+    assert finish(denied).endswith("error=access_denied")
+    sandbox.control("qbo", consent_denied=False)
+    fresh = parse_qs(urlsplit(consent_page(api, auth, "c2")).query)
+    replay = callback(denied, code=fresh["code"][0], realmId=REALM, error="")
+    assert (replay.status_code, replay.json()) == (400, USED)
+    assert connection(api, auth)["authorized"] is False
+
+
+def test_parallel_callbacks_with_one_state_link_the_connection_once(api, auth, sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    state_of_c1 = consent_page(api, auth, "c1")
+    codes = [parse_qs(urlsplit(state_of_c1).query)["code"][0]]
+    for n in range(4):
+        sandbox.control("qbo", consent_realm=qbo_sandbox.REALMS[n % 3])
+        codes.append(parse_qs(urlsplit(consent_page(api, auth, "c2")).query)["code"][0])
+    realms = [REALM] + [qbo_sandbox.REALMS[n % 3] for n in range(4)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda pair: callback(state_of_c1, code=pair[0], realmId=pair[1]),
+                                zip(codes, realms, strict=True)))
+    linked = [a for a in answers if a.status_code == 302 and a.headers["location"].endswith("success=true")]
+    assert len(linked) == 1, [(a.status_code, a.headers.get("location"), a.text) for a in answers]
+    assert all((a.status_code, a.json()) == (400, USED) for a in answers if a not in linked)
+    assert [a for a in actions(api, auth, "c1") if a.startswith("Authorized")] == [
+        f"Authorized QuickBooks company {connection(api, auth)['hostSystemIdentifier'].split()[1]}"]
+
+
+def test_a_state_dies_with_its_connection(api, auth, sandbox):
+    back = consent_page(api, auth, "c1")
+    assert requests.delete(f"{api}/connections/c1", headers=auth, timeout=10).status_code in (200, 204)
+    requests.post(f"{api}/connections", json={"connectionId": "c1"}, headers=auth, timeout=10)
+    stale = callback(back)
+    assert (stale.status_code, stale.json()) == (400, {"message": "This authorization link is invalid or has "
+                                                                  "expired: start the authorization again from "
+                                                                  "TrustFile."})
+    assert connection(api, auth, "c1")["authorized"] is False and exchanges(sandbox) == 0
+
+
+def test_a_code_for_one_company_with_another_realm_id_in_the_redirect_is_refused(api, auth, sandbox, conn):
+    third = qbo_sandbox.REALMS[2]
+    sandbox.control("qbo", consent_realm=third)            # the admin picked the third company at Intuit ...
+    back = consent_page(api, auth, "c1")
+    answer = callback(back, realmId=OTHER_REALM)            # ... and the redirect names another one
+    assert answer.status_code == 302 and answer.headers["location"] == f"{TF_SUCCESS}&error=company_mismatch"
+    described = connection(api, auth, "c1")
+    assert described["authorized"] is False and described["hostSystemIdentifier"] is None
+    assert described["statusMessage"] == ("QuickBooks authorization failed: the consent is not for the company "
+                                          "Intuit's redirect named; authorize again from TrustFile")
+    sandbox.control("qbo", consent_realm=OTHER_REALM)      # that company's real owner is not blocked
+    assert finish(consent_page(api, auth, "c2")).endswith("success=true")
+    assert connection(api, auth, "c2")["hostSystemIdentifier"] == f"qbo {OTHER_REALM}"
 
 
 def test_a_second_consent_replaces_the_refresh_token_the_sync_uses(api, auth, sandbox, conn):
@@ -190,7 +273,7 @@ def test_a_forged_altered_or_expired_state_is_refused_without_a_redirect(api, au
     elif forge == "other key":
         with monkeypatch.context() as other:
             other.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
-            state = consent.seal_state("c1", "https://evil.example/")
+            state = consent.seal_state("c1", "https://evil.example/").value
     elif forge == "other purpose":   # e.g. stored credentials, encrypted with the same key
         state = encryption.encrypt(json.dumps({"connection_id": "c1", "redirect_uri": "https://evil.example/",
                                                "expires_at": 2**31})).decode()

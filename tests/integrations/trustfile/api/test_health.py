@@ -112,3 +112,89 @@ def test_an_unreachable_database_or_a_raising_check_is_a_fail_not_an_error(serve
     found = statuses(base)
     assert found["connector"] == ("FAIL", "OperationalError")
     assert found["trustfile"] == ("FAIL", "ZeroDivisionError")
+
+
+# ---- the extractor run alone (issue 9, point 9) -------------------------------------------------------
+
+def test_an_app_given_its_database_reads_a_company_s_tokens_there_not_in_integrations_db(
+        serve, vendor_connections, authorized, monkeypatch):
+    authorized()
+    monkeypatch.delenv("AIRFLOW_CONN_INTEGRATIONS_DB")     # only the conninfo the app was given
+    assert statuses(serve())["hostSystem"] == ("OK", "NOMINAL")
+
+
+def test_runnable_alone_with_uvicorn_configured_by_integrations_database_url(vendor_connections, authorized,
+                                                                           db_url, sandbox):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sandbox.launch import free_port
+
+    authorized()
+    root = Path(__file__).resolve().parents[4]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_CONN_INTEGRATIONS_DB"}
+    env.update(INTEGRATIONS_DATABASE_URL=db_url, AVALARA_TO_EXTRACTOR_TOKEN="standalone-token",
+               PYTHONPATH=os.pathsep.join([str(root / "plugins"), str(root)]))
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "integrations.trustfile.api.app:create_app",
+                               "--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                              cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/health", timeout=30)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.2)
+        found = {s["type"]: (s["status"], s["description"]) for s in answer.json()["statuses"]}
+        assert found == dict.fromkeys(("connector", "hostSystem", "trustfile"), ("OK", "NOMINAL"))
+        listed = requests.get(f"http://127.0.0.1:{port}/connections", timeout=10,
+                              headers={"Authorization": "Bearer standalone-token"})
+        assert (listed.status_code, listed.json()) == (200, {"connections": ["c1"]})
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# ---- the company's QuickBooks quota is the sync's (issue 9, point 15) ---------------------------------
+
+def test_a_recent_successful_sync_answers_for_quickbooks_without_a_call(serve, vendor_connections, sandbox,
+                                                                       authorized, clean_db):
+    authorized()
+    clean_db.execute("UPDATE trustfile.connections SET last_sync_at = now() - interval '20 minutes'")
+    clean_db.commit()
+    assert statuses(serve())["hostSystem"] == ("OK", "NOMINAL")
+    assert sandbox.requests("qbo") == []
+
+
+def test_the_company_is_probed_at_most_once_per_probe_interval_however_often_health_is_polled(
+        serve, vendor_connections, sandbox, authorized, monkeypatch):
+    authorized()
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)      # every poll runs the checks again
+    base = serve()
+    for _ in range(4):
+        assert statuses(base)["hostSystem"] == ("OK", "NOMINAL")
+    assert calls(sandbox, "qbo", f"/v3/company/{REALM}/query") == 1
+
+
+def test_throttling_is_not_a_failure(serve, vendor_connections, sandbox, authorized):
+    authorized()
+    sandbox.faults("qbo", throttle_next=5)
+    found = statuses(serve())
+    assert found["hostSystem"] == ("DEGRADED", "throttled (HTTP 429)")
+    sandbox.faults("trustfile", throttle_next=5)
+    assert statuses(serve())["trustfile"] == ("DEGRADED", "throttled (HTTP 429)")
+
+
+def test_a_company_that_must_authorize_again_degrades_the_host_system_without_a_call(
+        serve, vendor_connections, sandbox, authorized, clean_db):
+    authorized()
+    clean_db.execute("UPDATE trustfile.connections SET host_credentials = NULL, consent_lost_at = now()")
+    clean_db.commit()
+    assert statuses(serve())["hostSystem"] == (
+        "DEGRADED", "a company's consent no longer works: it must authorize again (the extractor log names it)")
+    assert sandbox.requests("qbo") == []

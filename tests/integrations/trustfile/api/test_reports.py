@@ -67,3 +67,12 @@ def test_bad_items_of_a_utc_day_carry_the_refused_payload(api, auth):
 def test_a_missing_or_bad_date_is_a_400(api, auth, path, query, message):
     response = requests.get(f"{api}{path}{query}", headers=auth, timeout=10)
     assert (response.status_code, response.json()) == (400, {"message": message})
+
+
+@pytest.mark.parametrize("path", ["/errors", "/baditems"])
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_the_first_and_last_calendar_days_are_empty_days_not_a_500(api, auth, path, day):
+    response = requests.get(f"{api}{path}?date={day}", headers=auth, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == ({"errors": {"integration": [], "connection": [], "system": []}} if path == "/errors"
+                               else {"errors": []})
