@@ -76,7 +76,10 @@ def update(conn: psycopg.Connection, connection_id: str, *, enabled: bool | None
         conn.execute(
             "UPDATE trustfile.connections SET enabled = %s, start_date = %s, "
             "status_changed_at = CASE WHEN %s THEN now() ELSE status_changed_at END, "
-            "status_message = CASE WHEN %s THEN (CASE WHEN %s THEN 'enabled' ELSE 'disabled by TrustFile' END) "
+            # A connection whose consent was lost keeps saying so (switching it does not make it sync);
+            # the switch is in its activities.
+            "status_message = CASE WHEN %s AND consent_lost_at IS NULL "
+            "THEN (CASE WHEN %s THEN 'enabled' ELSE 'disabled by TrustFile' END) "
             "ELSE status_message END WHERE connection_id = %s",
             (new_enabled, new_start, changed, changed, new_enabled, connection_id))
         if changed:

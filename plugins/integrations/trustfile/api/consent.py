@@ -16,7 +16,7 @@ from hooks.vendor_http import VendorApiError
 from integrations.trustfile import connections as store
 from integrations.trustfile import consent
 from integrations.trustfile.api import consent_state, health_checks
-from integrations.trustfile.api.common import AUTHORIZED, NO_STORE, ApiError, Conn, redirect
+from integrations.trustfile.api.common import AUTHORIZED, NO_STORE, ApiError, Conn, ConnectionId, redirect
 from integrations.trustfile.api.connections import existing
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _callback(request: Request) -> str:
 
 
 @router.get("/connections/{connection_id}/authentication", dependencies=AUTHORIZED)
-def start_consent(connection_id: str, request: Request, conn: Conn, redirectUri: str | None = None):  # noqa: N803 - the contract's name
+def start_consent(connection_id: ConnectionId, request: Request, conn: Conn, redirectUri: str | None = None):  # noqa: N803 - the contract's name
     """302 to the host system's consent page; Intuit comes back to the callback below."""
     try:
         target = consent_state.redirect_target(redirectUri)

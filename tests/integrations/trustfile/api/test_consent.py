@@ -358,3 +358,8 @@ def test_a_connection_holding_one_company_s_transactions_cannot_switch_to_anothe
     assert connection(api, auth, "c1")["hostSystemIdentifier"] == f"qbo {REALM}"
     assert "delete the connection and create it again" in connection(api, auth, "c1")["statusMessage"]
     assert finish(consent_page(api, auth, "c2")).endswith("success=true")    # the other company, elsewhere: fine
+
+
+def test_a_consent_for_an_id_outside_the_rule_is_a_400_naming_the_rule(api, auth):
+    answer = start(api, auth, connection_id="x" * 101)
+    assert answer.status_code == 400 and "1 to 100 characters" in answer.json()["message"]
