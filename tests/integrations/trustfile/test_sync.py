@@ -139,6 +139,26 @@ def test_windows_end_after_their_documents_and_a_budget_stops_the_run(wired, san
     assert max(read[:-1]) <= 40 + 4      # a window holds its limit, give or take what shares its last second
 
 
+def test_a_burst_inside_the_overlap_does_not_make_every_window_crawl(wired, sandbox):
+    """What the overlap re-reads does not count toward a window's documents: 40 sales receipts stamped
+    within one minute, windows of 8 (2 per entity), are read in a few windows, not one per second."""
+    from hooks.qbo import QboHook
+
+    hook = QboHook(realm_id=REALM, refresh_token=qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM])
+    ids = [r["Id"] for r in hook.query("SalesReceipt")]
+    burst = dt.datetime(2026, 1, 4, 12, 0, tzinfo=dt.timezone.utc)
+    sandbox.control("qbo", restamp=[{"realm": REALM, "entity": "SalesReceipt",
+                                     "at": {i: (burst + dt.timedelta(seconds=n)).isoformat()
+                                            for n, i in enumerate(ids)}}])
+    report, windows = sync(wired, window_documents=8), 0
+    windows += report.windows
+    while not report.caught_up:
+        report = sync(wired, window_documents=8)
+        windows += report.windows
+    assert len(stored_items(sandbox)) == DOCUMENTS
+    assert windows <= DOCUMENTS // 4      # 31 here; counting what the overlap re-reads made it 58
+
+
 def test_a_sparse_history_is_read_in_one_window_at_the_minimum_of_calls(wired, sandbox):
     report = sync(wired)
     queries = [r for r in sandbox.requests("qbo") if r["path"].endswith("/query")]

@@ -61,18 +61,20 @@ class QboHost:
         yield from self._deletions(max(since, reach), self.window_end)
 
     def _changed(self, entity: str, since: dt.datetime, share: int | None, min_end: dt.datetime) -> Iterator[Document]:
-        """The entity's documents in [since, window_end), oldest first. Past `share` of them the window
-        ends at the next one's time: every document before it was given (keyset order), and what an
-        entity read earlier past that time is read again by the next window."""
+        """The entity's documents in [since, window_end), oldest first. Past `share` of them newer than
+        `min_end` (what the overlap re-reads does not count) the window ends at the next one's time:
+        every document before it was given (keyset order), and what an entity read earlier past that
+        time is read again by the next window."""
         rows = self.hook.changed_since(entity, since, self.window_end)
-        given = 0
+        fresh = 0
         for record in rows:
             updated = _updated(record)
-            if share is not None and given >= share and updated > min_end:
-                self.window_end = updated
-                rows.close()
-                return
-            given += 1
+            if updated > min_end:
+                if share is not None and fresh >= share:
+                    self.window_end = updated
+                    rows.close()
+                    return
+                fresh += 1
             yield Document(entity, str(record["Id"]), updated, record)
 
     def _deletions(self, since: dt.datetime, until: dt.datetime) -> Iterator[Document]:

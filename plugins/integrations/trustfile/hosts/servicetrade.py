@@ -159,15 +159,18 @@ class ServiceTradeHost:
         if last < first:
             return
         given: set[int] = set()   # invoice ids only: the records themselves stream through
+        fresh, floor = 0, min_end or since   # what the overlap re-reads does not count toward `limit`
         with self.hook.transaction():
             for part_last, rows in self._parts(first, last):
                 for record in rows:
                     if record["id"] in given or record.get("type") == PURCHASE_TYPE:
                         continue
                     given.add(record["id"])
-                    yield Document(ENTITY, str(record["id"]), _from_unix(record["updated"]), record)
+                    updated = _from_unix(record["updated"])
+                    fresh += updated > floor
+                    yield Document(ENTITY, str(record["id"]), updated, record)
                 end = _from_unix(part_last + 1)
-                if limit is not None and len(given) >= limit and part_last < last and end > (min_end or since):
+                if limit is not None and fresh >= limit and part_last < last and end > floor:
                     self.window_end = end
                     return
 
