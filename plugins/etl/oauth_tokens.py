@@ -9,6 +9,9 @@ under the lock; whatever it raises leaves the stored token as it was.
 
 The connection's initial refresh token seeds the row; when an operator re-authorizes and puts a
 new one in the connection, its fingerprint differs and it replaces the stored one.
+
+A caller that must not wait behind a refresh (a health probe) passes `lock_timeout`: when another
+worker holds the row longer than that, it gets `RefreshInProgress` instead of a token.
 """
 from __future__ import annotations
 
@@ -37,6 +40,10 @@ class TokenGrant:
     refresh_expires_in: int | None = None
 
 
+class RefreshInProgress(Exception):
+    """Another worker held the token row (it is refreshing) longer than the caller would wait."""
+
+
 def fingerprint(token: str) -> str:
     """What identifies a refresh token without holding it (the consent's token seeds the row)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -50,28 +57,22 @@ def access_token(
     seed_refresh_token: str,
     refresh: Callable[[str], TokenGrant],
     rejected_access_token: str | None = None,
+    lock_timeout: float | None = None,
 ) -> str:
     """A valid access token for (vendor, scope), refreshing (and rotating) only when needed.
 
     `rejected_access_token`: the vendor just answered 401 to this token, so it is refreshed even if
     not yet expired, unless another worker has already replaced it. `connect` opens a new database
     connection; the refresh happens under the row's lock and its result is committed at once.
+    `lock_timeout`: seconds to wait for a row another worker holds (default: as long as it takes),
+    then RefreshInProgress.
     """
     now = dt.datetime.now(dt.timezone.utc)
     seed = fingerprint(seed_refresh_token)
     grant: TokenGrant | None = None
     try:
         with connect() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO etl.oauth_tokens (vendor, scope, refresh_token, seed_fingerprint) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (vendor, scope) DO NOTHING",
-                (vendor, scope, encrypt(seed_refresh_token), seed),
-            )
-            row = conn.execute(
-                "SELECT refresh_token, access_token, access_expires_at, seed_fingerprint FROM etl.oauth_tokens "
-                "WHERE vendor = %s AND scope = %s FOR UPDATE",
-                (vendor, scope),
-            ).fetchone()
+            row = _locked_row(conn, vendor, scope, seed_refresh_token, seed, lock_timeout)
             stored_refresh, stored_access, access_expires_at, stored_seed = row
             if stored_seed != seed:
                 log.warning("%s/%s: the connection carries a new refresh token (re-authorized); using it",
@@ -83,6 +84,10 @@ def access_token(
                     return current
             grant = refresh(decrypt(stored_refresh))   # under the row lock: no other worker refreshes now
             _save(conn, vendor, scope, grant, seed, now)
+    except psycopg.errors.LockNotAvailable:            # before any refresh: nothing to keep
+        waited = f" for more than {lock_timeout:g} s" if lock_timeout is not None else ""
+        raise RefreshInProgress(f"{vendor}/{scope}: another worker is refreshing the token (its row stayed locked"
+                                f"{waited}); ask again shortly") from None
     except BaseException:
         # The vendor may already have rotated the refresh token: if its answer is in hand but the
         # commit did not happen (an error or a timeout in between), save it on a fresh connection
@@ -94,6 +99,23 @@ def access_token(
         raise
     log.info("%s/%s: access token refreshed", vendor, scope)
     return grant.access_token
+
+
+def _locked_row(conn: psycopg.Connection, vendor: str, scope: str, seed_refresh_token: str, seed: str,
+                lock_timeout: float | None) -> tuple:
+    """The token row, seeded if new, locked for this transaction (waiting `lock_timeout` at most)."""
+    if lock_timeout is not None:
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(lock_timeout * 1000))}ms",))
+    conn.execute(
+        "INSERT INTO etl.oauth_tokens (vendor, scope, refresh_token, seed_fingerprint) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (vendor, scope) DO NOTHING",
+        (vendor, scope, encrypt(seed_refresh_token), seed),
+    )
+    return conn.execute(
+        "SELECT refresh_token, access_token, access_expires_at, seed_fingerprint FROM etl.oauth_tokens "
+        "WHERE vendor = %s AND scope = %s FOR UPDATE",
+        (vendor, scope),
+    ).fetchone()
 
 
 def _save(conn: psycopg.Connection, vendor: str, scope: str, grant: TokenGrant, seed: str, now: dt.datetime) -> None:

@@ -4,7 +4,7 @@ Connection `qbo_default` (type `qbo`; one per company):
   host      API base URL, https://quickbooks.api.intuit.com (sandbox: https://sandbox-quickbooks.api.intuit.com)
   login     OAuth client id          password  OAuth client secret
   extra     {"realm_id": "...", "refresh_token": "<initial, from the consent>",
-             "token_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "minorversion": 75,
+             "oauth_endpoint_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "minorversion": 75,
              "authorize_url": "https://appcenter.intuit.com/connect/oauth2"}
 
 The TrustFile extractor uses this connection as its OAuth app only: each company's realm and
@@ -15,19 +15,22 @@ each refresh and only the newest is sure to work, so refreshing happens under th
 new token is committed before anything else uses it. A 401 refreshes once and retries. A refresh that
 got no usable answer (none, cut off, 5xx, 429) is retried with the same, previous refresh token: the
 new one never reached us, and Intuit documents no immediate death of the old one. Only `invalid_grant`
-means the consent is gone (`RefreshTokenRefused`). Intuit answers throttling with an XML body even to
-JSON requests, and without Retry-After: it is parsed and retried with backoff like any 429.
+means the consent is gone (`RefreshTokenRefused`). Those retries stop within `refresh_budget_seconds`
+(90 s): every other worker of the company waits for the token row meanwhile. Intuit answers throttling
+with an XML body even to JSON requests, and without Retry-After: it is parsed and retried with backoff
+like any 429.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from etl import db, oauth_tokens
 from hooks.paging import Keyset, Offsets, Page
@@ -91,6 +94,11 @@ class QboHook(VendorHttpHook):
 
     # QBO's limits are per minute and it sends no Retry-After: wait for the next window.
     throttle_wait_seconds: float = 61.0
+    # A refresh retries under the token row's lock, so every other worker of the company (and /health) waits
+    # for it: its calls and waits end within this budget. 90 s leaves room for one wait for QuickBooks' next
+    # minute (61 s) and a few quick retries of a lost answer; an outage longer than that is the task's own
+    # retry's business (1 min, doubling), which comes back without holding the lock in between.
+    refresh_budget_seconds: float = 90.0
 
     def __init__(self, conn_id: str | None = None, *, realm_id: str | None = None,
                  refresh_token: str | None = None, conninfo: str | None = None, **kwargs):
@@ -102,6 +110,9 @@ class QboHook(VendorHttpHook):
         self._access_token: str | None = None
         self._realm_id, self._seed_refresh_token = realm_id, refresh_token
         self._conninfo = conninfo
+        # How long to wait for a token row another worker holds (None: as long as it takes), then
+        # etl.oauth_tokens.RefreshInProgress; a health probe sets it, so that it never queues behind a refresh.
+        self.token_lock_timeout: float | None = None
 
     def secrets_of(self, conn):
         return [conn.password, (conn.extra_dejson or {}).get("refresh_token"), self._seed_refresh_token]
@@ -109,6 +120,12 @@ class QboHook(VendorHttpHook):
     @property
     def extra(self) -> dict:
         return self.connection.extra_dejson or {}
+
+    @property
+    def token_endpoint(self) -> str:
+        """Intuit's token endpoint: extra `oauth_endpoint_url` (a name Airflow does not mask in the form, as it
+        does any extra named like "token"), or `token_url`, which connections made before it carry."""
+        return self.extra.get("oauth_endpoint_url") or self.extra.get("token_url") or DEFAULT_TOKEN_URL
 
     @property
     def realm_id(self) -> str:
@@ -125,30 +142,37 @@ class QboHook(VendorHttpHook):
         No answer, a cut-off or malformed 200, a 5xx or a 429 is retried with backoff, with the same
         refresh token: an answer that never arrived may have rotated it at Intuit, but the new one is not
         ours, and where Intuit still accepts the previous one that is the only way on. Each failure says
-        what really happened; only a 401 is about the client id and secret.
+        what really happened; only a 401 is about the client id and secret. The retries stop before a
+        wait would pass `refresh_budget_seconds`, and no call's timeouts reach past it.
         """
-        url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
+        url = self.token_endpoint
         failures: list[VendorApiError] = []
+        deadline = time.monotonic() + self.refresh_budget_seconds
         retrying = Retrying(retry=retry_if_exception(lambda exc: isinstance(exc, VendorApiError) and exc.transient),
-                            stop=stop_after_attempt(self.max_attempts), wait=self._wait, before_sleep=self._log_retry,
-                            reraise=True)
+                            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.refresh_budget_seconds),
+                            wait=self._wait, before_sleep=self._log_retry, reraise=True)
         try:
-            return retrying(self._refresh_once, url, refresh_token, failures)
+            return retrying(self._refresh_once, url, refresh_token, failures, deadline)
         except VendorApiError as exc:
             if not exc.transient:
                 raise
+            gave_up = (f"; gave up after {self.refresh_budget_seconds:g} s, which other workers spent waiting"
+                       if len(failures) < self.max_attempts else "")
             raise VendorApiError(self.vendor, "POST", url, exc.status, exc.detail, malformed=exc.malformed,
-                                 hint=f"{_token_endpoint_fault(exc)}, {len(failures)} time(s) in a row; the "
-                                      "refresh token we hold is kept, and the next try (task retry, next run) "
+                                 hint=f"{_token_endpoint_fault(exc)}, {len(failures)} time(s) in a row{gave_up}; "
+                                      "the refresh token we hold is kept, and the next try (task retry, next run) "
                                       "sends it again") from None
 
-    def _refresh_once(self, url: str, refresh_token: str, failures: list[VendorApiError]) -> oauth_tokens.TokenGrant:
-        """One refresh call; `failures` collects what went wrong before (an earlier lost answer changes
-        what an invalid_grant means)."""
+    def _refresh_once(self, url: str, refresh_token: str, failures: list[VendorApiError],
+                      deadline: float | None = None) -> oauth_tokens.TokenGrant:
+        """One refresh call, its timeouts cut to what is left before `deadline`; `failures` collects what
+        went wrong before (an earlier lost answer changes what an invalid_grant means)."""
         lost_before = any(f.status is None or f.malformed for f in failures)
+        left = max(1.0, deadline - time.monotonic()) if deadline is not None else float("inf")
         try:
             response = self._send("POST", url, data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                                  auth=((self.connection.login or "").strip(), self.password))
+                                  auth=((self.connection.login or "").strip(), self.password),
+                                  timeout=(min(self.connect_timeout, left), min(self.read_timeout, left)))
             payload = response.json()
             grant = oauth_tokens.TokenGrant(payload["access_token"], int(payload.get("expires_in", 3600)),
                                             payload["refresh_token"], payload.get("x_refresh_token_expires_in"))
@@ -204,7 +228,7 @@ class QboHook(VendorHttpHook):
         repeated only after a 429 (which proves Intuit did not act on it).
         """
         register_secret(code)
-        url = self.extra.get("token_url") or DEFAULT_TOKEN_URL
+        url = self.token_endpoint
         try:
             payload = self.request_json(
                 "POST", url, data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
@@ -248,7 +272,7 @@ class QboHook(VendorHttpHook):
             raise ValueError(f"connection {self.conn_id!r} has no extra refresh_token")
         token = oauth_tokens.access_token(lambda: db.connect(self._conninfo), "qbo", self.realm_id,
                                           seed_refresh_token=seed, refresh=self._refresh,
-                                          rejected_access_token=rejected)
+                                          rejected_access_token=rejected, lock_timeout=self.token_lock_timeout)
         register_secret(token)
         return token
 
@@ -351,8 +375,8 @@ class QboHook(VendorHttpHook):
             if exc.status == 400 and "invalid_grant" in exc.detail:
                 return
             raise
-        raise VendorApiError(self.vendor, "POST", self.extra.get("token_url") or DEFAULT_TOKEN_URL, 200,
-                             "a made-up refresh token was accepted", hint="is token_url really Intuit's?")
+        raise VendorApiError(self.vendor, "POST", self.token_endpoint, 200,
+                             "a made-up refresh token was accepted", hint="is oauth_endpoint_url really Intuit's?")
 
     # ---- errors -------------------------------------------------------------------------------
 

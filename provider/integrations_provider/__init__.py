@@ -21,7 +21,8 @@ CONNECTION_TYPES = [
         "conn-fields": {
             "realm_id": {"label": "Realm (company) id", "schema": _STRING},
             "refresh_token": {"label": "Initial refresh token (from the consent)", "schema": _SECRET},
-            "token_url": {"label": "Token URL", "schema": {
+            # Not "token_url": Airflow shows any extra whose name contains "token" as *** in the form.
+            "oauth_endpoint_url": {"label": "Token endpoint URL", "schema": {
                 "type": ["string", "null"], "default": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"}},
             "minorversion": {"label": "API minor version", "schema": {"type": ["integer", "null"], "default": 75}},
             "authorize_url": {"label": "Authorize (consent) URL", "schema": {

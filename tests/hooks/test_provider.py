@@ -29,6 +29,20 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
     assert found["hooks"] == {"qbo": "hooks.qbo.QboHook", "trustfile": "hooks.trustfile.TrustFileHook",
                               "servicetrade": "hooks.servicetrade.ServiceTradeHook"}
     assert found["qbo_labels"]["password"] == "OAuth client secret"
-    assert found["widgets"] == ["extra__qbo__authorize_url", "extra__qbo__minorversion", "extra__qbo__realm_id",
-                                "extra__qbo__refresh_token", "extra__qbo__token_url",
+    assert found["widgets"] == ["extra__qbo__authorize_url", "extra__qbo__minorversion",
+                                "extra__qbo__oauth_endpoint_url", "extra__qbo__realm_id", "extra__qbo__refresh_token",
                                 "extra__trustfile__provisioning_url"]
+
+
+def test_only_the_secret_extras_are_named_so_that_airflow_masks_them():
+    """Airflow shows an extra as *** when its name looks secret ("token", "password"...): the token
+    endpoint's URL must stay readable, the initial refresh token must not."""
+    from airflow.sdk._shared.secrets_masker.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+    from integrations_provider import CONNECTION_TYPES
+
+    def masked(name: str) -> bool:
+        return any(word in name.lower() for word in DEFAULT_SENSITIVE_FIELDS)
+
+    for connection_type in CONNECTION_TYPES:
+        for name, field in connection_type.get("conn-fields", {}).items():
+            assert masked(name) == (field["schema"].get("format") == "password"), (connection_type["hook-name"], name)

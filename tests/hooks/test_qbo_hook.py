@@ -354,3 +354,31 @@ def test_an_access_token_reads_only_the_company_it_was_issued_for(qbo_env, sandb
     assert QboHook().token_grants_realm(grant.access_token, qbo_sandbox.REALMS[2]) is False
     statuses = [r["status"] for r in api_calls(sandbox, f"/companyinfo/{qbo_sandbox.REALMS[2]}")]
     assert statuses == [401]
+
+
+# ---- a refresh holds the company's token row: its retries have a time budget ---------------------------------
+
+def test_a_refresh_stops_retrying_when_its_time_budget_is_spent_and_the_row_lock_goes_with_it(qbo_env, sandbox,
+                                                                                             monkeypatch):
+    """Every worker of the company (and /health) waits for the row while the refresh retries: the retries stop
+    before a wait would pass the budget, not after max_attempts whatever they cost (here 0.4 s throttle waits,
+    a 1 s budget: three calls in about 0.8 s, where five took 1.6 s)."""
+    import time
+
+    monkeypatch.setattr(QboHook, "throttle_wait_seconds", 0.4)
+    monkeypatch.setattr(QboHook, "refresh_budget_seconds", 1.0, raising=False)
+    sandbox.faults("qbo", only_path=TOKEN_PATH, throttle_next=50)
+    started = time.monotonic()
+    with pytest.raises(VendorApiError) as raised:
+        QboHook().check_credentials()
+    assert time.monotonic() - started < 1.2                      # the budget and the last call's own time
+    calls = len(token_calls(sandbox))
+    assert 2 <= calls < QboHook.max_attempts
+    assert "throttled" in str(raised.value) and f"{calls} time(s) in a row" in str(raised.value)
+    assert "gave up after" in str(raised.value)
+    sandbox.faults("qbo")
+    assert QboHook().check_credentials() is None       # the lock was released, the token kept
+
+
+def test_the_default_refresh_budget_allows_one_wait_for_quickbooks_next_minute():
+    assert QboHook.throttle_wait_seconds < QboHook.refresh_budget_seconds <= 90 < 2 * QboHook.throttle_wait_seconds

@@ -1,6 +1,10 @@
 """The host-system consent as the extractor keeps it: a QuickBooks company linked to a connection
 (the extractor API's OAuth callback), or the refusal recorded on the connection; and the consent's
-`state` values, each good for one callback of its own connection."""
+`state` values, each good for one callback of its own connection.
+
+Lock order: a callback's outcome locks its connection's row first, then its state's, the order of a
+`DELETE /connections/{id}` (the connection row, then, by cascade, its states): the other order
+deadlocks with a DELETE of the connection."""
 from __future__ import annotations
 
 import datetime as dt
@@ -43,6 +47,14 @@ def state_status(conn: psycopg.Connection, connection_id: str, nonce: str) -> Li
     return "open" if row[0] is None else "used"
 
 
+def _lock_connection(conn: psycopg.Connection, connection_id: str) -> None:
+    """The connection's row, locked for the transaction before anything else (see the lock order above);
+    ConsentRefused("unknown_connection") when it was deleted meanwhile (its states went with it)."""
+    if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR NO KEY UPDATE",
+                    (connection_id,)).fetchone() is None:
+        raise ConsentRefused("unknown_connection", f"connection {connection_id} was deleted during its consent")
+
+
 def _consume_state(conn: psycopg.Connection, connection_id: str, nonce: str | None) -> None:
     """Inside the transaction that writes the callback's outcome: a second callback with the same state
     waits for this one's commit, then finds it consumed."""
@@ -62,12 +74,14 @@ def authorize_qbo(conn: psycopg.Connection, connection_id: str, realm_id: str, r
     nothing but the status) when another connection is linked to that company (its sales would be
     filed twice, and the two refresh tokens would keep replacing each other in the shared token row),
     or when this connection already holds another company's transactions (item ids do not name the
-    company: the two would mix in TrustFile). `state_nonce`: the callback's state, consumed in the same
-    transaction as either outcome (ConsentStateUsed, and nothing written, when it already was); None
-    for a link made without a consent (tests, tools).
+    company: the two would mix in TrustFile), and ConsentRefused("unknown_connection"), writing nothing,
+    when the connection is gone. `state_nonce`: the callback's state, consumed in the same transaction as
+    either outcome (ConsentStateUsed, and nothing written, when it already was); None for a link made
+    without a consent (tests, tools).
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trustfile qbo realm {realm_id}",))
+        _lock_connection(conn, connection_id)
         _consume_state(conn, connection_id, state_nonce)
         refusal = _consent_refusal(conn, connection_id, realm_id)
         if refusal is None:
@@ -102,8 +116,10 @@ def _consent_refusal(conn: psycopg.Connection, connection_id: str, realm_id: str
 def record_consent_failure(conn: psycopg.Connection, connection_id: str, action: str, status_message: str, *,
                            state_nonce: str | None = None) -> None:
     """A consent that ended without tokens: say so on the connection; its credentials, if any, stay.
-    The callback's state is consumed with it, as by `authorize_qbo`."""
+    The callback's state is consumed with it, as by `authorize_qbo` (and the same ConsentStateUsed or
+    ConsentRefused("unknown_connection") when it cannot be)."""
     with conn.transaction():
+        _lock_connection(conn, connection_id)
         _consume_state(conn, connection_id, state_nonce)
         _consent_outcome(conn, connection_id, action, status_message)
 

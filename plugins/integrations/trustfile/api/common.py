@@ -5,7 +5,8 @@ error answers, and the contract's date and timestamp formats.
 Dates are `yyyy-mm-dd`, timestamps ISO 8601 in UTC (`2015-07-06T22:26:28+00:00`). Every answer that is not
 a success is `{"message": ...}`: bad input 400 (a value our database refuses is bad input too), a wrong or
 missing token 401 `{"message": "You are not authorized"}`, unknown connections and paths 404, a body over
-the limit 413, our database unreachable 503; never a stack trace.
+the limit 413, our database unreachable, or a transaction it aborted to resolve a conflict (a deadlock, a
+serialization failure), 503; never a stack trace.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import psycopg
@@ -102,11 +105,20 @@ def redirect(url: str, **params: str) -> RedirectResponse:
     return RedirectResponse(consent_state.with_params(url, **params), status_code=302, headers=NO_STORE)
 
 
-def _connection(request: Request):
+@contextmanager
+def database(request: Request) -> Iterator[psycopg.Connection]:
+    """A connection to our database for this request. For a route that must check something cheaper first
+    (the consent callback, which anyone can call, checks its sealed state); the others take `Conn`."""
     # Autocommit: each store write commits at the end of its own transaction block, before the response
     # leaves. Otherwise a read first opens a transaction, the block becomes a savepoint, and the commit
-    # waits for this teardown, which FastAPI runs after the response is sent (the caller could read stale).
+    # waits for the teardown of `Conn`, which FastAPI runs after the response is sent (the caller could
+    # read stale).
     with db.connect(request.app.state.database, autocommit=True) as conn:
+        yield conn
+
+
+def _connection(request: Request):
+    with database(request) as conn:
         yield conn
 
 
@@ -128,8 +140,11 @@ _BEARER = HTTPBearer(auto_error=False, scheme_name="TrustFile token",
 
 def authorized(request: Request,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-    """A router's declaration that its routes take TrustFile's token: it puts the bearer scheme in the
-    OpenAPI document, and checks the token again where the router is served without the Guard."""
+    """A router's declaration that its routes take TrustFile's token, there for the OpenAPI document: the
+    `_BEARER` dependency is what puts the bearer scheme on each of those routes (`security`, and the 401
+    `app._document` adds). The Guard, which `create_app` always installs, has already refused a missing
+    or wrong token before the route is reached, so the check below never refuses anything in that app;
+    it is kept so that a router mounted without the Guard would still not be open."""
     if not _is_token(request.app.state.token, credentials.credentials if credentials else ""):
         raise ApiError(401, UNAUTHORIZED)
 
@@ -224,6 +239,9 @@ async def _bad_input(request: Request, exc: RequestValidationError):
 # operator intervention (shutdown, cancelled statement). psycopg raises OperationalError for these, and
 # also for values past a program limit (class 54: an index row too large), which are the caller's fault.
 _OUTAGE = ("08", "53", "57")
+# A transaction PostgreSQL aborted to let a conflicting one through (deadlock detected, serialization
+# failure): the same request sent again works.
+_CONFLICT = ("40P01", "40001")
 
 
 async def _database_error(request: Request, exc: psycopg.Error):
@@ -233,6 +251,12 @@ async def _database_error(request: Request, exc: psycopg.Error):
                     request.url.path, exc)
         return JSONResponse({"message": "the request holds a value the extractor's database cannot take (too "
                                         "long, or a NUL character)"}, status_code=400)
+    if state in _CONFLICT:
+        log.warning("extractor API %s %s: the database aborted the request's transaction to resolve a conflict "
+                    "with another (%s); the caller is told to try again: %s", request.method, request.url.path,
+                    state, exc)
+        return JSONResponse({"message": "the extractor's database stopped this request to resolve a conflict with "
+                                        "another one; try again"}, status_code=503, headers={"Retry-After": "1"})
     if isinstance(exc, psycopg.OperationalError) and (not state or state[:2] in _OUTAGE):
         log.error("extractor API %s %s: the integrations database is unreachable: %s", request.method,
                   request.url.path, exc)

@@ -8,7 +8,11 @@ an identifier, and not let its callers drive traffic to the vendors:
   polling rate costs each vendor at most one call per API-server process in that time;
 - a company's QuickBooks calls count against the per-company quota its sync needs: a successful sync
   within RECENT_SYNC answers for QuickBooks, and otherwise one company is probed at most once per
-  PROBE_SECONDS (a probe may also refresh, and so rotate, its token);
+  PROBE_SECONDS (a probe may also refresh, and so rotate, its token); a probe that failed is tried again
+  after FAILED_PROBE_SECONDS; one probe runs at a time, and the polls meanwhile get the last answer;
+- a probe waits TOKEN_LOCK_SECONDS at most for the company's token row: a refresh by a worker holds it
+  (up to QboHook.refresh_budget_seconds) and is answered DEGRADED, so probes never queue behind it and
+  never fill the pool the other checks run in;
 - a vendor throttling us (429) answers, so it is DEGRADED, never FAIL;
 - the hooks get short timeouts and one attempt; the details of a failure go to our log only.
 """
@@ -25,7 +29,7 @@ from typing import TypeVar
 
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from etl import db
+from etl import db, oauth_tokens
 from etl.encryption import EncryptionError
 from hooks.vendor_http import VendorApiError, VendorHttpHook
 from integrations.trustfile import connections as store
@@ -38,6 +42,8 @@ TIMEOUT_SECONDS = 4.0
 SLOW_SECONDS = 2.0
 CACHE_SECONDS = 30.0
 PROBE_SECONDS = 900.0
+FAILED_PROBE_SECONDS = 120.0
+TOKEN_LOCK_SECONDS = 1.0
 RECENT_SYNC = dt.timedelta(hours=2)      # trustfile_sync runs hourly: two chances
 ERROR_WINDOW = dt.timedelta(hours=1)
 
@@ -45,30 +51,53 @@ Check = Callable[[], tuple[str, str]]
 T = TypeVar("T")
 
 
-class AtMostEvery:
-    """Runs a probe at most once per PROBE_SECONDS for the same key; in between, its last outcome (an
-    answer, or the same error raised again) stands."""
+class ProbeRunning(Exception):
+    """Another caller's probe is still running, and there is no earlier outcome to give meanwhile."""
 
-    def __init__(self) -> None:
+
+class AtMostEvery:
+    """Runs one probe at a time, for the same key at most once per PROBE_SECONDS after an answer and once
+    per FAILED_PROBE_SECONDS after a failure; in between, its last outcome (an answer, or the same error
+    raised again) stands. While a probe runs, other callers get the key's last outcome, however old, or
+    ProbeRunning: a probe that hangs holds one thread, never one per poll."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._last: tuple[float, Hashable, object, BaseException | None] | None = None
+        self._running = False
         self._lock = threading.Lock()
 
     def __call__(self, key: Hashable, probe: Callable[[], T]) -> T:
         with self._lock:
-            last = self._last
-        if last is not None and last[1] == key and time.monotonic() - last[0] < PROBE_SECONDS:
+            last = self._last if self._last is not None and self._last[1] == key else None
+            if last is None or not _still_stands(last):
+                if not self._running:
+                    self._running = True
+                    last = None
+                elif last is None:
+                    raise ProbeRunning(f"a {self.name} probe is still running")
+        if last is not None:
             if last[3] is not None:
                 raise last[3]
             return last[2]
+        outcome: tuple[object, BaseException | None] | None = None
         try:
             answer = probe()
+            outcome = (answer, None)
+            return answer
         except Exception as exc:
-            with self._lock:
-                self._last = (time.monotonic(), key, None, exc)
+            outcome = (None, exc)
             raise
-        with self._lock:
-            self._last = (time.monotonic(), key, answer, None)
-        return answer
+        finally:
+            with self._lock:
+                self._running = False
+                if outcome is not None:
+                    self._last = (time.monotonic(), key, *outcome)
+
+
+def _still_stands(outcome: tuple[float, Hashable, object, BaseException | None]) -> bool:
+    at, _, _, error = outcome
+    return time.monotonic() - at < (PROBE_SECONDS if error is None else FAILED_PROBE_SECONDS)
 
 
 class HealthChecks:
@@ -117,6 +146,10 @@ def _outcome(kind: str, future, deadline: float) -> tuple[str, str]:
         log.warning("health: the %s check failed: %s", kind, exc)
         if isinstance(exc, VendorApiError) and exc.status == 429:    # it answers, and limits us
             return DEGRADED, reason(exc)
+        if isinstance(exc, oauth_tokens.RefreshInProgress):         # a worker is at it; the probe did not wait
+            return DEGRADED, "a token refresh is in progress"
+        if isinstance(exc, ProbeRunning):
+            return DEGRADED, str(exc)
         return FAIL, reason(exc)
     if status == OK and seconds > SLOW_SECONDS:
         return DEGRADED, f"slow: answered in {seconds:.1f} s"
@@ -198,6 +231,7 @@ def _probe_company(conninfo: str | None, qbo_hook_factory: Callable[..., VendorH
                    credentials: dict) -> tuple[str, str]:
     hook = quick(qbo_hook_factory(realm_id=credentials["realm_id"], refresh_token=credentials["refresh_token"],
                                   conninfo=conninfo))
+    hook.token_lock_timeout = TOKEN_LOCK_SECONDS    # a refresh holding the token row: RefreshInProgress
     try:
         hook.check_credentials()
     except VendorApiError as exc:
@@ -212,7 +246,7 @@ def standard(conninfo: str | None, qbo_hook_factory: Callable[..., VendorHttpHoo
              trustfile_hook_factory: Callable[[], VendorHttpHook], *,
              overrides: dict[str, Check] | None = None) -> HealthChecks:
     """The contract's three checks; the vendor ones cached, the company probe rarer still."""
-    probe = AtMostEvery()
+    probe = AtMostEvery("QuickBooks")
     return HealthChecks({"connector": lambda: connector(conninfo),
                          "hostSystem": lambda: host_system(conninfo, qbo_hook_factory, probe),
                          "trustfile": lambda: trustfile(trustfile_hook_factory), **(overrides or {})},

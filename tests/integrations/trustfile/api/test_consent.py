@@ -6,8 +6,14 @@ import base64
 import hashlib
 import json
 import logging
-from urllib.parse import parse_qs, urlsplit
+import secrets as random_values
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import psycopg
 import pytest
 import requests
 from airflow.api_fastapi.common.http_access_log import _redact_query_string
@@ -363,3 +369,175 @@ def test_a_connection_holding_one_company_s_transactions_cannot_switch_to_anothe
 def test_a_consent_for_an_id_outside_the_rule_is_a_400_naming_the_rule(api, auth):
     answer = start(api, auth, connection_id="x" * 101)
     assert answer.status_code == 400 and "1 to 100 characters" in answer.json()["message"]
+
+
+# ---- review of the hardening commit: the callback's cost, its lock order, its vendor calls ----------------
+
+class CountingProxy:
+    """A TCP forwarder in front of the real PostgreSQL: the app reaches its database only through it, and
+    `opened` counts the connections it opened."""
+
+    def __init__(self, db_url: str):
+        target = urlsplit(db_url)
+        self._target = (target.hostname, target.port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = urlunsplit(target._replace(netloc=f"{target.netloc.rsplit('@', 1)[0]}@127.0.0.1:"
+                                                     f"{self._listener.getsockname()[1]}"))
+        self.opened = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.opened += 1
+            upstream = socket.create_connection(self._target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def registered_secrets() -> tuple[int, int, int]:
+    """How many values the API server's masker, the task SDK's masker and our HTTP redactor hold."""
+    from airflow._shared.secrets_masker import _secrets_masker as api_server_masker
+    from airflow.sdk._shared.secrets_masker import _secrets_masker as sdk_masker
+
+    from hooks.vendor_http import REDACTOR
+
+    return len(api_server_masker().patterns), len(sdk_masker().patterns), len(REDACTOR._secrets)
+
+
+def test_callbacks_with_a_forged_state_register_no_secret_and_open_no_database_connection(
+        serve, vendor_connections, auth, db_url, sandbox, monkeypatch):
+    proxy = CountingProxy(db_url)
+    try:
+        api = serve(conninfo=proxy.url)
+        requests.post(f"{api}/connections", json={"connectionId": "c1"}, headers=auth, timeout=10)
+        with monkeypatch.context() as expired:
+            expired.setattr(consent, "STATE_TTL_SECONDS", -1)
+            stale = consent.seal_state("c1", "https://app.trustfile.avalara.com/").value
+        forged = [None, "not-a-fernet-token", _state_of(api, auth)[:-8] + "AAAAAAAA", stale]
+        secrets_before, opened_before = registered_secrets(), proxy.opened
+        for n in range(40):
+            answer = requests.get(f"{api}/oauth/qbo/callback", timeout=10, allow_redirects=False, params={
+                "state": forged[n % len(forged)], "code": random_values.token_urlsafe(24), "realmId": REALM})
+            assert answer.status_code == 400
+        assert registered_secrets() == secrets_before
+        assert proxy.opened == opened_before
+
+        assert finish(consent_page(api, auth)).endswith("success=true")   # the same server, a real consent
+        assert proxy.opened > opened_before                                # ... reached the database through it
+    finally:
+        proxy.close()
+
+
+@contextmanager
+def paused_after_state_update(db_url: str):
+    """While the block runs, a transaction that updates a consent state row stops right after that update
+    (an AFTER UPDATE trigger waits for an advisory lock the block holds), keeping every lock it took so far;
+    `release()` lets it go on. The way to hold a callback inside its race window with a DELETE."""
+    gate = psycopg.connect(db_url, autocommit=True)
+    gate.execute("CREATE OR REPLACE FUNCTION trustfile.test_pause() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                 "BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$")
+    gate.execute("CREATE TRIGGER test_pause AFTER UPDATE ON trustfile.consent_states "
+                 "FOR EACH ROW EXECUTE FUNCTION trustfile.test_pause()")
+    gate.execute("SELECT pg_advisory_lock(4242)")
+    try:
+        yield lambda: gate.execute("SELECT pg_advisory_unlock(4242)")
+    finally:
+        gate.execute("SELECT pg_advisory_unlock_all()")
+        gate.execute("DROP TRIGGER test_pause ON trustfile.consent_states")
+        gate.execute("DROP FUNCTION trustfile.test_pause()")
+        gate.close()
+
+
+def wait_for_a_backend(db_url: str, waiting_on: tuple[str, ...]) -> None:
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        deadline = time.monotonic() + 15
+        query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock' AND wait_event = ANY(%s)")
+        while not watcher.execute(query, (list(waiting_on),)).fetchone()[0]:
+            assert time.monotonic() < deadline, f"no backend waited on {waiting_on}"
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("outcome", ["authorized", "denied"])
+def test_a_callback_racing_a_delete_of_its_connection_never_deadlocks(api, auth, sandbox, db_url, outcome):
+    """The callback has taken its locks (paused right after consuming its state) when TrustFile deletes the
+    connection: the DELETE waits for it, then deletes; neither ends in a deadlock (before: 500)."""
+    sandbox.control("qbo", consent_denied=outcome == "denied")
+    back = consent_page(api, auth, "c1")
+    answers = {}
+    with paused_after_state_update(db_url) as release:
+        callback_thread = threading.Thread(target=lambda: answers.update(
+            callback=requests.get(back, allow_redirects=False, timeout=60)))
+        callback_thread.start()
+        wait_for_a_backend(db_url, ("advisory",))                 # the callback holds its locks
+        delete_thread = threading.Thread(target=lambda: answers.update(
+            delete=requests.delete(f"{api}/connections/c1", headers=auth, timeout=60)))
+        delete_thread.start()
+        wait_for_a_backend(db_url, ("transactionid", "tuple"))    # the DELETE waits for one of them
+        release()
+        callback_thread.join(timeout=60)
+        delete_thread.join(timeout=60)
+    callback_answer, delete_answer = answers["callback"], answers["delete"]
+    assert callback_answer.status_code == 302, callback_answer.text
+    assert callback_answer.headers["location"].endswith(
+        "success=true" if outcome == "authorized" else "error=access_denied")
+    assert (delete_answer.status_code, delete_answer.json()) == (200, {"success": True})
+    assert requests.get(f"{api}/connections/c1", headers=auth, timeout=10).status_code == 404
+
+
+def test_a_callback_for_a_connection_deleted_meanwhile_sends_the_browser_back_with_unknown_connection(
+        api, auth, sandbox, db_url):
+    """The DELETE commits while the callback talks to Intuit: the callback finds no connection to lock."""
+    back = consent_page(api, auth, "c1")
+    sandbox.faults("qbo", only_path="/companyinfo", latency_ms=1500)
+    deleted = threading.Timer(0.5, lambda: requests.delete(f"{api}/connections/c1", headers=auth, timeout=10))
+    deleted.start()
+    answer = requests.get(back, allow_redirects=False, timeout=30)
+    deleted.join()
+    assert answer.status_code == 302 and answer.headers["location"] == f"{TF_SUCCESS}&error=unknown_connection"
+
+
+def test_an_oauth_client_without_a_host_is_a_recorded_refusal_and_the_state_is_used(api, auth, sandbox,
+                                                                                   vendor_connections, monkeypatch):
+    back = consent_page(api, auth)
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps({**vendor_connections["qbo_default"], "host": ""}))
+    assert finish(back) == f"{TF_SUCCESS}&error=server_error"
+    assert connection(api, auth)["authorized"] is False
+    assert actions(api, auth)[0] == ("QuickBooks authorization failed: the QuickBooks OAuth client (qbo_default) "
+                                     "is not configured")
+    replay = callback(back)
+    assert (replay.status_code, replay.json()) == (400, USED)
+
+
+@pytest.mark.parametrize(("path", "outcome"), [
+    ("/tokens/bearer", "the code exchange with Intuit failed (throttled (HTTP 429))"),
+    ("/companyinfo", "QuickBooks did not confirm the company (throttled (HTTP 429))")])
+def test_intuit_throttling_during_the_callback_is_answered_at_once_not_waited_out(api, auth, sandbox, path,
+                                                                                 outcome):
+    """The browser is waiting: one attempt, no 61 s wait for QuickBooks' next minute."""
+    back = consent_page(api, auth)
+    sandbox.faults("qbo", only_path=path, throttle_next=5)
+    started = time.monotonic()
+    answer = requests.get(back, allow_redirects=False, timeout=20)
+    assert time.monotonic() - started < 10
+    assert (answer.status_code, answer.headers["location"]) == (302, f"{TF_SUCCESS}&error=server_error")
+    assert len([r for r in sandbox.requests("qbo") if path in r["path"]]) == 1
+    assert actions(api, auth)[0] == f"QuickBooks authorization failed: {outcome}"

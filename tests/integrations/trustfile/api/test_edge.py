@@ -204,3 +204,26 @@ def test_puts_and_deletes_in_parallel_never_answer_500(api, auth):
         for thread in threads:
             thread.join(timeout=30)
     assert len(statuses) == 60 and set(statuses) <= {200, 404}
+
+
+# ---- a deadlock or serialization failure is transient: 503, try again ------------------------------------
+
+@pytest.mark.parametrize(("sqlstate", "what"), [("40P01", "deadlock detected"),
+                                                ("40001", "could not serialize access")])
+def test_a_deadlock_or_a_serialization_failure_is_a_503_to_try_again(api, auth, db_url, sqlstate, what):
+    """PostgreSQL aborts one of two conflicting transactions with these; the same request sent again
+    works. Raised here by the real server, from a trigger on the activity a new connection writes."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(f"CREATE FUNCTION trustfile.test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      f"RAISE EXCEPTION '{what}' USING ERRCODE = '{sqlstate}'; END $$")
+        admin.execute("CREATE TRIGGER test_conflict BEFORE INSERT ON trustfile.activities "
+                      "FOR EACH ROW EXECUTE FUNCTION trustfile.test_conflict()")
+        try:
+            response = requests.post(f"{api}/connections", json={"connectionId": "c1"}, headers=auth, timeout=10)
+        finally:
+            admin.execute("DROP TRIGGER test_conflict ON trustfile.activities")
+            admin.execute("DROP FUNCTION trustfile.test_conflict()")
+    assert (response.status_code, response.json()) == (
+        503, {"message": "the extractor's database stopped this request to resolve a conflict with another one; "
+                         "try again"})
+    assert requests.post(f"{api}/connections", json={"connectionId": "c1"}, headers=auth, timeout=10).ok

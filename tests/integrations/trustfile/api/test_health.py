@@ -3,8 +3,10 @@ answer to our token; fast, cached for the vendors, never raising, never quoting 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+import psycopg
 import pytest
 import requests
 
@@ -198,3 +200,75 @@ def test_a_company_that_must_authorize_again_degrades_the_host_system_without_a_
     assert statuses(serve())["hostSystem"] == (
         "DEGRADED", "a company's consent no longer works: it must authorize again (the extractor log names it)")
     assert sandbox.requests("qbo") == []
+
+
+# ---- a token refresh holding the company's token row; one probe at a time; failures forgotten sooner -------
+
+def oauth_row_locked(db_url: str) -> bool:
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        return bool(watcher.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'oauth_tokens' AND l.mode = 'RowShareLock' AND l.pid <> pg_backend_pid()").fetchone()[0])
+
+
+def test_a_token_refresh_in_progress_degrades_the_host_system_and_the_connector_stays_ok(
+        serve, vendor_connections, sandbox, authorized, db_url, monkeypatch):
+    """Another worker refreshes the company's token (its token row locked while Intuit is slow): every poll
+    answers at once, hostSystem DEGRADED, connector OK; no probe waits for the lock and none piles up."""
+    from hooks.qbo import QboHook
+
+    authorized()
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(health, "TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(health, "TOKEN_LOCK_SECONDS", 0.3, raising=False)
+    sandbox.faults("qbo", only_path="/tokens/bearer", latency_ms=9000)
+    refresher = threading.Thread(target=lambda: QboHook(
+        realm_id=REALM, refresh_token=qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM], conninfo=db_url).check_credentials())
+    refresher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not oauth_row_locked(db_url):
+            assert time.monotonic() < deadline, "the refresh never locked the token row"
+            time.sleep(0.02)
+        base = serve()
+        answers = [statuses(base) for _ in range(8)]
+        assert oauth_row_locked(db_url)                                  # still refreshing all along
+    finally:
+        refresher.join(timeout=30)
+    assert {a["connector"] for a in answers} == {("OK", "NOMINAL")}
+    assert {a["hostSystem"] for a in answers} == {("DEGRADED", "a token refresh is in progress")}
+    assert calls(sandbox, "qbo", "/tokens/bearer") == 1 and calls(sandbox, "qbo", "/query") == 1   # the refresher's
+
+
+def test_one_probe_at_a_time_however_many_polls_wait_for_it(serve, vendor_connections, sandbox, authorized,
+                                                            monkeypatch):
+    """QuickBooks answers the probe in 2.5 s, past the 1 s deadline: the polls meanwhile start no other probe
+    (before: one each, until the probes filled the pool and even the connector check failed)."""
+    authorized()
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(health, "TIMEOUT_SECONDS", 1.0)
+    sandbox.faults("qbo", only_path="/query", latency_ms=2500)
+    base = serve()
+    answers = [statuses(base) for _ in range(7)]
+    assert {a["connector"] for a in answers} == {("OK", "NOMINAL")}
+    assert answers[0]["hostSystem"] == ("FAIL", "no answer within 1 s")
+    assert {a["hostSystem"] for a in answers[1:]} == {("DEGRADED", "a QuickBooks probe is still running")}
+    time.sleep(2.5)
+    assert statuses(base)["hostSystem"] == ("OK", "NOMINAL")           # the probe's answer, once it came
+    assert calls(sandbox, "qbo", "/query") == 1
+
+
+def test_a_failed_probe_is_remembered_for_less_time_than_an_answer(serve, vendor_connections, sandbox, authorized,
+                                                                   monkeypatch):
+    authorized()
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(health, "FAILED_PROBE_SECONDS", 0.5, raising=False)
+    sandbox.faults("qbo", only_path="/query", burst_5xx=1)
+    base = serve()
+    assert statuses(base)["hostSystem"] == ("FAIL", "server error (HTTP 503)")
+    assert statuses(base)["hostSystem"] == ("FAIL", "server error (HTTP 503)")    # remembered: no new call
+    assert calls(sandbox, "qbo", "/query") == 1
+    time.sleep(0.6)
+    assert statuses(base)["hostSystem"] == ("OK", "NOMINAL")             # probed again, well before 15 minutes
+    assert statuses(base)["hostSystem"] == ("OK", "NOMINAL")
+    assert calls(sandbox, "qbo", "/query") == 2
