@@ -118,7 +118,7 @@ def main() -> dict:
                 "AIRFLOW_CONN_QBO_DEFAULT": json.dumps({
                     "conn_type": "qbo", "host": f"{sandbox_url}/qbo", "login": qbo_sandbox.CLIENT_ID,
                     "password": qbo_sandbox.CLIENT_SECRET,
-                    "extra": {"token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"}}),
+                    "extra": {"oauth_endpoint_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"}}),
                 "AIRFLOW_CONN_TRUSTFILE_DEFAULT": json.dumps({
                     "conn_type": "trustfile", "host": f"{sandbox_url}/trustfile", "password": tf_sandbox.TOKEN}),
             })

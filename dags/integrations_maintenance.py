@@ -18,7 +18,8 @@ Daily upkeep of the engine's own tables in the integrations database (`etl` sche
    recent failures; **fails** when a scope has had no successful run for *max_lag_hours*, so on-call hears of a
    pipeline that silently stopped moving.
 
-On failure: see `docs/runbook.md`, section *integrations_maintenance*.
+On failure the task's log starts with the on-call summary; see `docs/runbook.md`, section
+*integrations_maintenance*.
 """
 
 
@@ -33,31 +34,39 @@ On failure: see `docs/runbook.md`, section *integrations_maintenance*.
     default_args=default_args(owner="integrations"),
     on_failure_callback=OnCallNotifier(),
     params={
-        "retention_days": Param(90, type="integer", minimum=1, description="Keep ledger rows this many days."),
-        "abandoned_after_hours": Param(12, type="integer", minimum=1,
+        "retention_days": Param(90, type="integer", minimum=1, title="Ledger retention (days)",
+                                description="Keep ledger rows (and their quarantine) this many days."),
+        "abandoned_after_hours": Param(12, type="integer", minimum=1, title="Abandoned after (hours)",
                                        description="A run still 'running' after this long is marked failed."),
-        "max_lag_hours": Param(48, type="integer", minimum=1,
+        "max_lag_hours": Param(48, type="integer", minimum=1, title="Alert after (hours without success)",
                                description="Fail the report when a scope has had no successful run for this long."),
     },
 )
 def integrations_maintenance():
+    # Each body runs under reported(): a failure's on-call summary is the first ERROR line of its log.
     @task
-    def close_abandoned_runs(params=None, run_id=None) -> int:
+    def close_abandoned_runs(**context) -> int:
         from etl.maintenance import close_abandoned
+        from notifiers.failures import reported
 
-        return close_abandoned(params["abandoned_after_hours"], run_id)
+        with reported(context):
+            return close_abandoned(context["params"]["abandoned_after_hours"], context["run_id"])
 
     @task
-    def prune_ledger(params=None, run_id=None) -> int:
+    def prune_ledger(**context) -> int:
         from etl.maintenance import prune
+        from notifiers.failures import reported
 
-        return prune(params["retention_days"], run_id)
+        with reported(context):
+            return prune(context["params"]["retention_days"], context["run_id"])
 
     @task
-    def report_watermark_lag(params=None) -> list[dict]:
+    def report_watermark_lag(**context) -> list[dict]:
         from etl.maintenance import report_lag
+        from notifiers.failures import reported
 
-        return report_lag(params["max_lag_hours"])
+        with reported(context):
+            return report_lag(context["params"]["max_lag_hours"])
 
     close_abandoned_runs() >> prune_ledger() >> report_watermark_lag()
 

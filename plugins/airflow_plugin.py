@@ -5,16 +5,38 @@ so without the ignore file `etl/health.py` and `integrations/trustfile/api/healt
 executed, as the same module `health`, by every Airflow process. Our packages are imported the
 ordinary way, as `etl`, `hooks`, `integrations`... from the plugins folder on sys.path.
 
-Mounted here: the TrustFile extractor API under /extractor. Airflow does not authenticate plugin
-apps; the app checks TrustFile's token itself.
+Mounted here, in the API server: the TrustFile extractor API under /extractor, and the Integrations
+page (with the docs it serves) under /integrations, in the UI's navigation. Airflow does not
+authenticate plugin apps: the extractor checks TrustFile's token itself; the Integrations page asks
+Airflow's own auth manager (console.app). This file is imported by every Airflow process, each task
+included, so the page's app is built on its first request, not here.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
+from console.app import OnFirstRequest
+from console.app import create_app as create_console_app
 from integrations.trustfile.api.app import create_app
+
+# Where the API server serves the UI (a path when [api] base_url has one, e.g. https://host/airflow/).
+_ROOT_PATH = urlsplit(conf.get("api", "base_url", fallback="") or "/").path.rstrip("/")
 
 
 class TrustFileExtractorPlugin(AirflowPlugin):
     name = "trustfile_extractor"
     fastapi_apps = [{"app": create_app(), "url_prefix": "/extractor", "name": "TrustFile extractor API"}]
+
+
+class IntegrationsConsolePlugin(AirflowPlugin):
+    """Every integration and scope at a glance for on-call, and the docs its alerts link to."""
+
+    name = "integrations_console"
+    fastapi_apps = [{"app": OnFirstRequest(create_console_app), "url_prefix": "/integrations",
+                     "name": "Integrations page"}]
+    # url_route: the UI shows the page inside its own frame, at <airflow>/plugin/integrations.
+    external_views = [{"name": "Integrations", "href": f"{_ROOT_PATH}/integrations/", "destination": "nav",
+                       "url_route": "integrations", "category": None}]

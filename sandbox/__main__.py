@@ -1,7 +1,10 @@
-"""`python -m sandbox [--host 127.0.0.1] [--port 8090] [--seed 7]`: every vendor simulator in one process."""
+"""`python -m sandbox [--host 127.0.0.1] [--port 8090] [--seed 7] [--state-file PATH]`: every vendor simulator
+in one process."""
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -17,8 +20,14 @@ def main() -> None:
                         help="QBO records per entity and company (sales receipts, invoices, refund receipts, "
                              "credit memos, payments); generated when a company is first used")
     parser.add_argument("--servicetrade-jobs", type=int, default=240)
+    parser.add_argument("--state-file", type=Path, default=None,
+                        help="keep the vendors' data (companies, records, issued tokens, pushed items) in this "
+                             "file across restarts: loaded at start, saved after every change and at shutdown "
+                             "(`make up`: .local/sandbox-state.json). Without it the state lives in memory only.")
     args = parser.parse_args()
-    app = build_app(seed=args.seed, qbo_records=args.qbo_records, servicetrade_jobs=args.servicetrade_jobs)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = build_app(seed=args.seed, qbo_records=args.qbo_records, servicetrade_jobs=args.servicetrade_jobs,
+                    state_file=args.state_file)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+log = logging.getLogger("sandbox")
 
 
 @dataclass
@@ -59,6 +65,16 @@ class SandboxState:
     def record(self, entry: Recorded) -> None:
         with self.lock:
             self.requests.append(entry)
+
+    def dump(self) -> dict:
+        """What a restart must not forget (caller holds the lock): the random generator, so tokens and
+        ids issued after a restart never repeat those issued before it. Requests and faults are not kept."""
+        version, internal, gauss = self.random.getstate()
+        return {"seed": self.seed, "random": [version, list(internal), gauss]}
+
+    def load(self, data: dict) -> None:
+        version, internal, gauss = data["random"]
+        self.random.setstate((version, tuple(internal), gauss))
 
 
 def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: Callable[[], Response]) -> None:
@@ -151,3 +167,90 @@ def control_app(state: SandboxState, vendors: list) -> FastAPI:
         return {"reset": True}
 
     return app
+
+
+class StateFile:
+    """The sandbox's data kept across restarts (`python -m sandbox --state-file`; `make up` uses
+    .local/sandbox-state.json): companies, records, issued tokens and codes, pushed items, sessions.
+
+    Loaded before the first request; saved (whole, atomically, mode 600) shortly after every request
+    that may change it and once more at shutdown, so `make down` or Ctrl-C loses nothing and a kill -9
+    at most the last fraction of a second. It holds the sandbox's own fake data, never a real secret.
+    A file of another format version is set aside (renamed `.unreadable`) and the sandbox starts afresh.
+    """
+
+    VERSION = 1
+    DELAY_SECONDS = 0.2       # coalesces a burst of requests into one write
+
+    def __init__(self, path: Path, state: SandboxState, vendors: list) -> None:
+        self.path = Path(path)
+        self.state = state
+        self.vendors = vendors
+        self.dirty = threading.Event()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def load(self) -> bool:
+        """Restore every vendor from the file; False (nothing changed) when there is none to use."""
+        if not self.path.exists():
+            return False
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") != self.VERSION:
+                raise ValueError(f"format version {data.get('version')!r}, expected {self.VERSION}")
+            self.state.load(data["core"])
+            for vendor in self.vendors:
+                if vendor.name in data["vendors"]:
+                    vendor.load(data["vendors"][vendor.name])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            os.replace(self.path, aside)
+            log.warning("sandbox state %s is unusable (%s): moved to %s, starting afresh", self.path, exc, aside)
+            self.state.reset()
+            for vendor in self.vendors:
+                vendor.reset()
+            return False
+        log.warning("sandbox state loaded from %s", self.path)
+        return True
+
+    def changed(self) -> None:
+        self.dirty.set()
+
+    def save(self) -> None:
+        with self.state.lock:
+            text = json.dumps({"version": self.VERSION, "saved_at": time.time(), "core": self.state.dump(),
+                               "vendors": {vendor.name: vendor.dump() for vendor in self.vendors}})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, self.path)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._saver, name="sandbox-state", daemon=True)
+        self.thread.start()
+
+    def _saver(self) -> None:
+        while not self.stopping.is_set():
+            if self.dirty.wait(timeout=1.0) and not self.stopping.is_set():
+                time.sleep(self.DELAY_SECONDS)
+                self.dirty.clear()
+                self._save_logged()
+
+    def stop(self) -> None:
+        """At shutdown: the saver ends, and the state is written once more."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.dirty.clear()
+        self._save_logged()
+
+    def _save_logged(self) -> None:
+        try:
+            self.save()
+        except OSError as exc:   # a full disk must not take the sandbox down; say so in its log
+            log.error("sandbox state could not be saved to %s: %s", self.path, exc)

@@ -133,6 +133,30 @@ class QboSandbox:
         self._deleted: dict[tuple[str, str], list[dict]] = {}      # (realm, entity) -> CDC tombstones
         self._index: dict[tuple[str, str], tuple[list, list]] = {}  # (realm, entity) -> (sort keys, rows)
 
+    # ---- persistence (`--state-file`): everything but the rate windows and the sort index ---------
+
+    SETTINGS = ("clock_offset", "per_entity", "rate_per_minute", "refresh_grace_seconds", "old_refresh_token",
+                "throttle_status", "consent_realm", "consent_denied", "redirect_uris", "consents", "refreshes",
+                "refresh_refusals")
+
+    def dump(self) -> dict:
+        """The company data and every token and code issued (caller holds the state lock)."""
+        return {**{name: getattr(self, name) for name in self.SETTINGS},
+                "refresh_tokens": self.refresh_tokens, "parent_of": self.parent_of,
+                "access_tokens": self.access_tokens, "codes": self.codes, "data": self._data,
+                "deleted": [[realm, entity, rows] for (realm, entity), rows in self._deleted.items()]}
+
+    def load(self, saved: dict) -> None:
+        self.reset()
+        for name in self.SETTINGS:
+            setattr(self, name, saved.get(name, getattr(self, name)))
+        self.refresh_tokens = {token: (realm, dies) for token, (realm, dies) in saved["refresh_tokens"].items()}
+        self.parent_of = dict(saved["parent_of"])
+        self.access_tokens = {token: (realm, expires) for token, (realm, expires) in saved["access_tokens"].items()}
+        self.codes = {code: (realm, uri, dies) for code, (realm, uri, dies) in saved["codes"].items()}
+        self._data = {realm: data for realm, data in saved["data"].items() if realm in REALMS}
+        self._deleted = {(realm, entity): rows for realm, entity, rows in saved["deleted"]}
+
     @property
     def data(self) -> _Realms:
         return _Realms(self)

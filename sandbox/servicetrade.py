@@ -72,6 +72,17 @@ class ServiceTradeSandbox:
         self.sessions_opened = 0
         self.records = self._generate()
 
+    def dump(self) -> dict:
+        """Records (edits included) and open sessions, oldest first (caller holds the state lock)."""
+        return {"sessions": list(self.sessions.items()), "sessions_opened": self.sessions_opened,
+                "records": self.records}
+
+    def load(self, saved: dict) -> None:
+        self.reset()
+        self.sessions = OrderedDict((token, user) for token, user in saved["sessions"])
+        self.sessions_opened = int(saved["sessions_opened"])
+        self.records = {entity: list(rows) for entity, rows in saved["records"].items()}
+
     def inspect(self) -> dict:
         return {"open_sessions": len(self.sessions), "sessions_opened": self.sessions_opened,
                 "records": {entity: len(rows) for entity, rows in self.records.items()}}

@@ -152,6 +152,28 @@ class TrustFileSandbox:
         }
         self.users: set[str] = set()
 
+    # ---- persistence (`--state-file`) -------------------------------------------------------------
+
+    SETTINGS = ("all_errors", "error_style", "unknown_connection", "unknown_email")
+
+    def dump(self) -> dict:
+        """Companies (signed up ones with their company token), users, stored items and the push counters
+        (caller holds the state lock)."""
+        return {**{name: getattr(self, name) for name in self.SETTINGS},
+                "items": [[company, item_id, refund, item] for (company, item_id, refund), item in self.items.items()],
+                "push_calls": self.push_calls, "item_writes": self.item_writes, "companies": self.companies,
+                "users": sorted(self.users)}
+
+    def load(self, saved: dict) -> None:
+        self.reset()
+        for name in self.SETTINGS:
+            setattr(self, name, saved.get(name, getattr(self, name)))
+        self.items = {(company, item_id, refund): item for company, item_id, refund, item in saved["items"]}
+        self.push_calls = dict(saved["push_calls"])
+        self.item_writes = dict(saved["item_writes"])
+        self.companies = dict(saved["companies"])
+        self.users = set(saved["users"])
+
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         return hmac.compare_digest(header.encode(), f"Bearer {TOKEN}".encode())

@@ -1,8 +1,9 @@
 """`make up` / `make down`: the whole platform on one machine.
 
     python -m stack up      embedded PostgreSQL (unless URLs are given), migrations, connections,
-                            then the Airflow API server (UI on :8080), scheduler, DAG processor
-                            and triggerer in the foreground; Ctrl-C stops everything it started.
+                            then the vendor sandbox, the Airflow API server (UI on :8080), scheduler,
+                            DAG processor and triggerer in the foreground, then the demo (stack/demo.py;
+                            DEMO=0 skips it); Ctrl-C stops everything it started.
     python -m stack down    from another shell: stop what `up` started, by pid.
     python -m stack migrate our migrations on INTEGRATIONS_DATABASE_URL, else on the embedded
                             server's `integrations` database (started for the moment if it is down).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,12 +30,13 @@ from pathlib import Path
 
 import psutil
 
-from stack import settings
+from stack import demo, settings
 from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
 from stack.embedded_pg import SUPERUSER, EmbeddedPostgres, pg_bin
 from stack.processes import ProcessGroup, say, stop_recorded, write_private
 
-SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT)]
+SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT),
+           "--state-file", str(settings.SANDBOX_STATE_FILE)]
 COMPONENTS = {
     "api-server": ["api-server", "--port", str(settings.API_PORT)],
     "scheduler": ["scheduler"],
@@ -147,16 +150,9 @@ def up() -> int:
             group.start(name, [str(Path(sys.executable).with_name("airflow")), *args], env)
         started["airflow"] = True
         wait_for_api(group, stop)
+        demo_lines = [] if stop["requested"] else run_demo(local, env, lambda: stop["requested"])
         if not stop["requested"]:
-            sandboxed = ", ".join(local["sandboxed"]) or "none"
-            say(
-                "\nAirflow is up.\n"
-                f"  UI:     http://127.0.0.1:{settings.API_PORT}\n"
-                f"  login:  {settings.ADMIN_USER} / {local['admin_password']}\n"
-                f"  vendors on the local sandbox (http://127.0.0.1:{settings.SANDBOX_PORT}): {sandboxed}\n"
-                f"  logs:   {settings.LOG_DIR}\n"
-                "Ctrl-C here, or `make down` from another shell, stops it.\n"
-            )
+            say(banner(local, demo_lines))
         while not stop["requested"]:
             group.check_alive()
             time.sleep(1)
@@ -192,21 +188,93 @@ def prepare() -> dict:
     airflow_cli(env, "pools", "set", "trustfile_sync", slots,
                 "TrustFile connections synced at once (TRUSTFILE_SYNC_POOL_SLOTS)")
     sandboxed = write_connections(env, integrations_url)
-    if sandboxed:
-        forget_sandbox_tokens(integrations_url)
-    return {"env": env, "admin_password": local.admin_password, "sandboxed": sandboxed}
+    # The sandbox keeps its companies and issued tokens in its state file across restarts; without the file
+    # (first start, deleted, a checkout from before it existed) it starts afresh and has forgotten them.
+    sandbox_fresh = bool(sandboxed) and not settings.SANDBOX_STATE_FILE.exists()
+    if sandbox_fresh:
+        forget_sandbox_tokens(integrations_url, trustfile_sandboxed="trustfile_default" in sandboxed)
+    return {"env": env, "admin_password": local.admin_password, "sandboxed": sandboxed,
+            "sandbox_fresh": sandbox_fresh, "integrations_url": integrations_url}
 
 
-def forget_sandbox_tokens(integrations_url: str) -> None:
-    """The sandbox starts afresh, so OAuth tokens it issued to an earlier run no longer exist: the
-    stored ones go, and TrustFile connections authorized at a sandbox company must consent again."""
+SANDBOX_FORGOT = f"the local sandbox started without its saved state ({settings.SANDBOX_STATE_FILE.name})"
+
+
+def forget_sandbox_tokens(integrations_url: str, *, trustfile_sandboxed: bool) -> None:
+    """The sandbox starts afresh, so the OAuth tokens and TrustFile companies it issued to an earlier run
+    no longer exist: the stored tokens go, and each connection that relied on them says what brings it
+    back: authorizing QuickBooks again, or (signed up to the sandbox's TrustFile) provisioning again."""
     from etl.db import connect
 
     with connect(integrations_url) as conn, conn.transaction():
         conn.execute("DELETE FROM etl.oauth_tokens WHERE vendor = 'qbo' AND scope = ANY(%s)", (list(SANDBOX_REALMS),))
-        conn.execute("UPDATE trustfile.connections SET host_credentials = NULL, status_message = %s "
-                     "WHERE host_system = 'qbo' AND host_identifier = ANY(%s) AND host_credentials IS NOT NULL",
-                     ("the local sandbox restarted: authorize QuickBooks again", list(SANDBOX_REALMS)))
+        conn.execute(
+            """
+            UPDATE trustfile.connections
+               SET host_credentials = CASE WHEN at_sandbox_realm THEN NULL ELSE host_credentials END,
+                   status_message = CASE WHEN at_sandbox_company THEN %(provision)s ELSE %(authorize)s END
+              FROM (SELECT connection_id AS id,
+                           host_system = 'qbo' AND host_identifier = ANY(%(realms)s) AS at_sandbox_realm,
+                           %(trustfile)s AND company_token IS NOT NULL AS at_sandbox_company
+                      FROM trustfile.connections) c
+             WHERE connection_id = c.id AND ((at_sandbox_realm AND host_credentials IS NOT NULL) OR at_sandbox_company)
+            """,
+            {"realms": list(SANDBOX_REALMS), "trustfile": trustfile_sandboxed,
+             "authorize": f"{SANDBOX_FORGOT}: authorize QuickBooks again",
+             "provision": f"{SANDBOX_FORGOT}: the TrustFile company this connection was signed up as is gone; "
+                          "delete the connection (DELETE /extractor/connections/{id}) and provision it again"})
+
+
+def run_demo(local: dict, env: dict, stopping) -> list[str]:
+    """Seed the demo tenants and start the scheduled DAGs' first runs; lines for the banner. A failure is
+    reported and the platform runs on."""
+    if not settings.DEMO:
+        return ["DEMO=0: no demo tenant seeded, no DAG unpaused (Airflow creates DAGs paused: unpause them in the UI)"]
+    if not local["sandboxed"]:
+        return ["no demo: every vendor connection points at a real vendor"]
+    platform = demo.Platform(env, local["integrations_url"])
+    try:
+        demo.parsed_dags(platform)     # every file of dags/ parsed: the provision DAG exists, no DAG is missed
+        seeded = demo.seed(platform, local["sandboxed"], sandbox_fresh=local["sandbox_fresh"])
+        lines = [s.line() for s in seeded]
+        if seeded:
+            lines += demo.start_first_runs(platform, stopping)
+        return lines
+    except Exception as exc:  # noqa: BLE001 - the demo is a convenience: say why it failed, keep the platform up
+        say(f"demo: not seeded: {exc}", error=True)
+        return [f"not seeded: {exc}"]
+
+
+def banner(local: dict, demo_lines: list[str]) -> str:
+    """Every address a user needs; secrets only by where they are kept (the admin password excepted:
+    it is the login to this local UI)."""
+    base = f"http://127.0.0.1:{settings.API_PORT}"
+    sandboxed = ", ".join(local["sandboxed"]) or "none"
+    if os.environ.get("AVALARA_TO_EXTRACTOR_TOKEN"):
+        where, token = "your AVALARA_TO_EXTRACTOR_TOKEN", "$AVALARA_TO_EXTRACTOR_TOKEN"
+    else:
+        secrets_file = settings.SECRETS_FILE.resolve()
+        where = f"avalara_to_extractor_token in {secrets_file} (mode 600)"
+        read = 'import json,sys; print(json.load(open(sys.argv[1]))["avalara_to_extractor_token"])'
+        token = f"$(python3 -c {shlex.quote(read)} {shlex.quote(str(secrets_file))})"
+    lines = [
+        "",
+        "Airflow is up.",
+        f"  UI:            {base}",
+        f"  login:         {settings.ADMIN_USER} / {local['admin_password']}",
+        f"  Integrations:  {base}/integrations/",
+        f"  extractor API: {base}/extractor   (GET /extractor/health needs no token)",
+        f"    bearer token: {where}; for instance",
+        f'    curl -s -H "Authorization: Bearer {token}" {base}/extractor/connections',
+        f"  vendors on the local sandbox (http://127.0.0.1:{settings.SANDBOX_PORT}): {sandboxed}",
+    ]
+    if local["sandboxed"]:
+        lines.append(f"    its companies, records and tokens are kept in {settings.SANDBOX_STATE_FILE.resolve()}")
+    if demo_lines:
+        lines.append("  demo (docs/demo.md):")
+        lines += [f"    {line}" for line in demo_lines]
+    lines += [f"  logs:          {settings.LOG_DIR}", "Ctrl-C here, or `make down` from another shell, stops it.", ""]
+    return "\n".join(lines)
 
 
 def stop_embedded() -> None:

@@ -45,7 +45,8 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
         "qbo_default": {
             "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
             "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
-            "extra": {"token_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
+            # oauth_endpoint_url, not token_url: the connection form masks any extra named like "token".
+            "extra": {"oauth_endpoint_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
                       "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
         },
         "trustfile_default": {

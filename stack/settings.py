@@ -21,11 +21,15 @@ LOG_DIR = LOCAL / "logs"
 PID_FILE = LOCAL / "stack.pids"
 UP_PID_FILE = LOCAL / "stack.up.pid"
 SECRETS_FILE = LOCAL / "secrets.json"
+# The vendor sandbox's companies, records and issued tokens, kept across restarts (sandbox/core.py, StateFile).
+SANDBOX_STATE_FILE = LOCAL / "sandbox-state.json"
 
 EMBEDDED_PG_PORT = int(os.environ.get("EMBEDDED_PG_PORT", "5433"))
 API_PORT = int(os.environ.get("AIRFLOW_API_PORT", "8080"))
 SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
 ADMIN_USER = "admin"
+# `DEMO=0 make up` starts empty: no demo tenants, and the DAGs stay paused as Airflow creates them (stack/demo.py).
+DEMO = os.environ.get("DEMO", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, repr=False)   # every field is a secret: no repr() that would print them

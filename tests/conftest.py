@@ -253,7 +253,7 @@ def vendor_connections(sandbox, monkeypatch):
 
     qbo = {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID,
            "password": qbo_sandbox.CLIENT_SECRET,
-           "extra": {"token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer",
+           "extra": {"oauth_endpoint_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer",
                      "authorize_url": f"{sandbox.url}/qbo/connect/oauth2"}}
     trustfile = {"conn_type": "trustfile", "host": f"{sandbox.url}/trustfile", "password": trustfile_sandbox.TOKEN,
                  "extra": {"provisioning_url": f"{sandbox.url}/trustfile"}}

@@ -55,7 +55,7 @@ def report_lag(max_lag_hours: int) -> list[dict]:
         names = ", ".join(f"{s.pipeline}/{s.scope} ({_since_success(s)})" for s in stale)
         raise WatermarkLagError(
             f"{len(stale)} pipeline scope(s) have had no successful run for more than {max_lag_hours} h: {names}. "
-            "Open each pipeline's latest failed run in etl.run_ledger (docs/runbook.md, 'watermark lag')."
+            "Open each pipeline's latest failed run in etl.run_ledger (docs/runbook.md, 'integrations_maintenance')."
         )
     return [{"pipeline": s.pipeline, "scope": s.scope, "cursor_lag_hours": round(s.lag_hours, 2),
              "hours_since_success": None if s.hours_since_success is None else round(s.hours_since_success, 2),

@@ -1,10 +1,11 @@
-"""A failure notifier that writes a one-paragraph summary for on-call, and posts it when configured.
+"""A failure notifier that gives on-call the failure's summary (notifiers.failures), and posts it when configured.
 
-The summary goes to the task log (where on-call looks first) and, when the environment
-variable ALERT_WEBHOOK_URL is set, is POSTed as `{"text": ...}` (the shape Slack, Teams and
-most chat webhooks accept). The webhook URL usually embeds a token, so it is registered with
-the secret masker and never logged. A failing webhook never raises: an alerting error must
-not hide the failure it reports.
+A task body that reported its failure has already logged the summary as the first ERROR line of its log
+and attached it to the exception: that text is sent as it is. Otherwise the summary is built here, from the
+exception alone (no scope), and logged. When the environment variable ALERT_WEBHOOK_URL is set it is POSTed
+as `{"text": ...}` (the shape Slack, Teams and most chat webhooks accept). The webhook URL usually embeds a
+token, so it is registered with the secret masker and never logged. A failing webhook never raises: an
+alerting error must not hide the failure it reports.
 """
 from __future__ import annotations
 
@@ -17,37 +18,21 @@ import urllib.request
 from airflow.sdk import BaseNotifier
 from airflow.sdk.log import mask_secret
 
-from etl.ledger import redact_text
+from notifiers import failures
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
-RUNBOOK = "docs/runbook.md"
-MESSAGE_LIMIT = 600
 
 
 def summarize(context) -> str:
-    """One paragraph: what failed, where, how often, why, and where to look next."""
-    ti = context.get("ti") or context.get("task_instance")
-    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
-    task_id = getattr(ti, "task_id", None) or "(DAG run)"
-    run_id = getattr(ti, "run_id", None) or context.get("run_id", "?")
-    try_number = getattr(ti, "try_number", None)
-    max_tries = getattr(getattr(ti, "task", None), "retries", None)
+    """The summary the task body attached to its exception, else one built from the context."""
     exception = context.get("exception")
-    reason = f"{type(exception).__name__}: {exception}" if exception else context.get("reason", "no exception recorded")
-    reason = " ".join(redact_text(str(reason)).split())[:MESSAGE_LIMIT]
-    tries = f" on try {try_number} of {max_tries + 1}" if try_number and max_tries is not None else ""
-    log_url = getattr(ti, "log_url", None)
-    where = f" Log: {log_url}." if log_url else ""
-    return (
-        f"[integrations] {dag_id}.{task_id} failed{tries} in run {run_id}. Cause: {reason}.{where} "
-        f"Check etl.run_ledger for this run's window and counts; the runbook ({RUNBOOK}) says what to do per DAG."
-    )
+    return getattr(exception, "on_call_summary", None) or failures.summarize(exception, context)
 
 
 class OnCallNotifier(BaseNotifier):
-    """Log the on-call summary; post it to ALERT_WEBHOOK_URL when that is set."""
+    """Log the on-call summary (unless the task already did); post it to ALERT_WEBHOOK_URL when that is set."""
 
     def __init__(self, timeout_seconds: float = 10.0):
         super().__init__()
@@ -60,7 +45,10 @@ class OnCallNotifier(BaseNotifier):
             log.info("DAG run failed because a task failed; that task's alert was already sent")
             return
         summary = summarize(context)
-        log.error(summary)
+        if getattr(context.get("exception"), "on_call_summary", None):
+            log.info("on-call alert: the summary logged at the top of this try")
+        else:
+            log.error("%s", summary)
         url = os.environ.get(WEBHOOK_ENV)
         if url:
             post_summary(url, summary, self.timeout_seconds)
@@ -81,3 +69,11 @@ def post_summary(url: str, summary: str, timeout_seconds: float) -> None:
     except (OSError, ValueError) as exc:
         # The exception text can contain the URL; report only its class.
         log.warning("on-call webhook post failed (%s); the summary above is in the log", type(exc).__name__)
+
+
+def warn(text: str, timeout_seconds: float = 10.0) -> None:
+    """A warning that is not a failure (a credential expiring soon) goes where alerts go: the task log,
+    and the on-call webhook when one is set."""
+    log.warning("%s", text)
+    if url := os.environ.get(WEBHOOK_ENV):
+        post_summary(url, text, timeout_seconds)

@@ -25,3 +25,10 @@ def docs_url(path: str, heading: str | None = None) -> str:
     base = os.environ.get(DOCS_URL_ENV) or (
         (os.environ.get("AIRFLOW__API__BASE_URL") or DEFAULT_AIRFLOW_URL).rstrip("/") + DOCS_PREFIX)
     return f"{base.rstrip('/')}/{path.lstrip('/')}" + (f"#{slug(heading)}" if heading else "")
+
+
+def credential_runbook(kind: str) -> str:
+    """The rotation steps for a kind of credential (docs/credentials.md)."""
+    from etl.credentials import RUNBOOK_PAGE, RUNBOOK_SECTIONS
+
+    return docs_url(RUNBOOK_PAGE, RUNBOOK_SECTIONS[kind])

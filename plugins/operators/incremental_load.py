@@ -1,7 +1,8 @@
 """An Airflow operator for an incremental load, and the Params form that drives its backfills.
 
 Scheduled runs load since the watermark. A manual run from the UI with mode `backfill` and a
-start/end re-loads exactly that window and leaves the watermark where it was.
+start/end re-loads exactly that window and leaves the watermark where it was; a form it cannot read
+fails the task at once (BadInput), without retries.
 """
 from __future__ import annotations
 
@@ -14,20 +15,25 @@ from airflow.sdk import BaseOperator, Param
 from etl import db
 from etl.incremental import IncrementalSource, Window, run_load
 from etl.watermarks import CursorKind
+from notifiers.failures import BadInput, Scope, reported
 
 
 def backfill_params() -> dict[str, Param]:
     """The Params form of a DAG whose tasks are incremental loads."""
     return {
-        "mode": Param("incremental", type="string", enum=["incremental", "backfill"],
+        "mode": Param("incremental", type="string", enum=["incremental", "backfill"], title="Mode",
                       description="incremental: since the watermark. "
                                   "backfill: exactly [start, end), watermark untouched."),
-        "start": Param(None, type=["null", "string"],
-                       description="Backfill start, inclusive: ISO 8601 timestamp with offset "
-                                   "(e.g. 2026-01-01T00:00:00+00:00), or an id."),
-        "end": Param(None, type=["null", "string"],
-                     description="Backfill end, exclusive, same format as start."),
+        "start": Param(None, type=["null", "string"], title="Backfill start (inclusive)",
+                       description="Backfill only: an ISO 8601 timestamp with offset "
+                                   "(e.g. 2026-01-01T00:00:00+00:00), or an id for id cursors."),
+        "end": Param(None, type=["null", "string"], title="Backfill end (exclusive)",
+                     description="Backfill only: same format as start, after it."),
     }
+
+
+EXPECTED = {"timestamp": "is not an ISO 8601 timestamp with offset, e.g. 2026-01-01T00:00:00+00:00",
+            "id": "is not an integer id", "json": "is not a JSON value"}
 
 
 def parse_cursor(kind: CursorKind, text: str, *, field: str) -> Any:
@@ -42,9 +48,7 @@ def parse_cursor(kind: CursorKind, text: str, *, field: str) -> Any:
             return int(text)
         return json.loads(text)
     except ValueError as exc:
-        expected = {"timestamp": "an ISO 8601 timestamp with offset, e.g. 2026-01-01T00:00:00+00:00",
-                    "id": "an integer id", "json": "a JSON value"}[kind]
-        raise ValueError(f"param {field}={text!r} is not {expected} ({exc})") from None
+        raise ValueError(f"param {field}={text!r} {EXPECTED[kind]} ({exc})") from None
 
 
 def window_from_params(params: dict, kind: CursorKind) -> tuple[str, Window | None]:
@@ -73,11 +77,15 @@ class IncrementalLoadOperator(BaseOperator):
         self.scope = scope
 
     def execute(self, context) -> dict:
-        mode, window = window_from_params(context["params"], self.source.cursor_kind)
-        ti = context["ti"]
-        with db.connect() as conn:
-            report = run_load(
-                conn, self.source, scope=self.scope, run_id=context["run_id"], mode=mode, window=window,
-                task_id=ti.task_id, try_number=ti.try_number,
-            )
+        with reported(context, Scope(f"{self.source.pipeline} scope", self.scope)):
+            try:
+                mode, window = window_from_params(context["params"], self.source.cursor_kind)
+            except ValueError as exc:     # a bad form: no retry can fix it
+                raise BadInput(str(exc)) from None
+            ti = context["ti"]
+            with db.connect() as conn:
+                report = run_load(
+                    conn, self.source, scope=self.scope, run_id=context["run_id"], mode=mode, window=window,
+                    task_id=ti.task_id, try_number=ti.try_number,
+                )
         return report.as_dict()

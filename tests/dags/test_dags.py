@@ -153,7 +153,11 @@ def test_incremental_operator_runs_and_backfills_through_a_dag(airflow_db, conn)
     assert watermarks.read(conn, src.PIPELINE, "dag") == mark
 
     bad = {"mode": "backfill", "start": "yesterday", "end": "2026-01-02T00:00:00+00:00"}
-    assert str(dag.test(run_conf=bad).state) == "failed"
+    dag.task_dict["load_events"].retries = 2
+    run = dag.test(run_conf=bad)
+    assert str(run.state) == "failed"
+    [ti] = run.get_task_instances()
+    assert (str(ti.state), ti.try_number) == ("failed", 1)          # a bad form: no retry can fix it
 
 
 def test_watermark_reset_dag_rewinds_with_a_recorded_reason(airflow_db, dagbag, conn):
@@ -193,6 +197,80 @@ def test_watermark_reset_dag_refuses_a_future_value_at_once_and_keeps_the_waterm
     assert conn.execute("SELECT count(*) FROM etl.watermark_history WHERE action = 'reset'").fetchone() == (0,)
 
 
+@pytest.mark.parametrize(("conf", "refusal"), [
+    ({"pipeline": "qbo_sales", "scope": "realm-1", "kind": "timestamp", "value": "2026-05-01T00:00:00+00:00"},
+     "the form needs reason"),
+    ({"pipeline": "qbo_sales", "kind": "id", "value": "12", "reason": "typo"}, "the form needs scope"),
+])
+def test_watermark_reset_refuses_a_missing_field_at_once_with_the_summary_first(airflow_db, conn, caplog, conf,
+                                                                                refusal):
+    from airflow.dag_processing.dagbag import DagBag
+
+    conn.execute("TRUNCATE etl.watermarks, etl.watermark_history")
+    conn.commit()
+    # A DAG of its own: an in-process run keeps the values it resolved on the DAG's Params.
+    run = DagBag(dag_folder=str(ROOT / "dags")).dags["watermark_reset"].test(run_conf=conf)
+    [ti] = run.get_task_instances()
+    assert (str(ti.state), ti.try_number) == ("failed", 1)
+    summaries = [r.getMessage() for r in caplog.records if r.name == "notifiers.failures"]
+    assert len(summaries) == 1 and refusal in summaries[0] and "/runbook.md#bad-input" in summaries[0]
+    assert conn.execute("SELECT count(*) FROM etl.watermarks").fetchone() == (0,)
+
+
+def test_a_stalled_pipeline_fails_the_lag_report_with_its_runbook_section(airflow_db, dagbag, conn, caplog):
+    conn.execute("TRUNCATE etl.watermarks, etl.quarantine, etl.run_ledger CASCADE")
+    conn.execute("INSERT INTO etl.watermarks (pipeline, scope, cursor_kind, id_value, moved_by_run) "
+                 "VALUES ('stalled', 'acme', 'id', 1, 'r')")
+    conn.commit()
+    dag = dagbag.get_dag("integrations_maintenance")
+    dag.task_dict["report_watermark_lag"].retries = 0
+    run = dag.test()
+    assert str(run.state) == "failed"
+    [summary] = [r.getMessage() for r in caplog.records if r.name == "notifiers.failures"]
+    assert summary.startswith("[integrations] integrations_maintenance.report_watermark_lag failed")
+    assert "What happened: pipeline scopes stopped moving" in summary
+    assert "/runbook.md#integrations_maintenance" in summary and "stalled/acme (never succeeded)" in summary
+
+
 def test_trustfile_provision_runs_one_at_a_time(dagbag):
     """Two runs at once would race on TrustFile's signup; the DAG serialises them (the email lock does too)."""
     assert dagbag.get_dag("trustfile_provision").max_active_runs == 1
+
+
+# ---- the trigger forms ---------------------------------------------------------------------------
+
+DATE_PARAMS = {("trustfile_backfill", "start"), ("trustfile_backfill", "end")}
+CHOICE_PARAMS = {("trustfile_backfill", "mode"), ("trustfile_provision", "host_system"),
+                 ("trustfile_provision", "state"), ("watermark_reset", "kind")}
+
+
+def test_every_param_has_a_title_and_a_description_and_dates_and_choices_their_widgets(dagbag):
+    """Issue 10, point 2: raw names without titles; dates as free text; choices typed by hand."""
+    seen = set()
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            where = f"{dag_id}.{name}"
+            assert param.schema.get("title") and param.description, where
+            if (dag_id, name) in DATE_PARAMS:
+                assert param.schema.get("format") == "date", where        # the UI's date picker
+            if (dag_id, name) in CHOICE_PARAMS:
+                assert param.schema.get("enum"), where                      # the UI's drop-down
+            seen.add((dag_id, name))
+    assert DATE_PARAMS | CHOICE_PARAMS <= seen
+
+
+def test_no_form_opens_with_this_field_is_required(dagbag):
+    """Airflow's API sends a Param whose default fails its own schema as null (SerializedParam.dump), and the
+    3.3 form then shows "This field is required" under a non-nullable field before anything is typed: every
+    default must validate, and a field that has no sensible default is nullable and checked by the first task."""
+    from airflow.serialization.definitions.param import SerializedParam
+
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            served = SerializedParam(param.value, param.description, **param.schema).dump()
+            nullable = "null" in (param.schema.get("type") if isinstance(param.schema.get("type"), list)
+                                  else [param.schema.get("type")])
+            assert served["value"] not in (None, "") or nullable, \
+                f"{dag_id}.{name} opens with 'This field is required'"

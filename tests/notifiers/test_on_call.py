@@ -20,13 +20,24 @@ def failing_context():
     return {"ti": ti, "exception": ValueError("TrustFile rejected 3 items\nfor connection 42")}
 
 
-def test_summary_names_task_run_try_cause_and_next_step():
+def test_summary_names_task_run_try_cause_the_class_step_and_its_runbook_section():
     text = summarize(failing_context())
-    assert text.startswith("[integrations] trustfile_sync.push_items failed on try 2 of 4 "
-                           "in run scheduled__2026-11-23.")
-    assert "Cause: ValueError: TrustFile rejected 3 items for connection 42." in text
-    assert "Log: http://127.0.0.1:8080/log." in text and "docs/runbook.md" in text
-    assert "\n" not in text
+    assert text.startswith("[integrations] trustfile_sync.push_items failed on try 2 of 4 (Airflow retries it) "
+                           "in run scheduled__2026-11-23\n")
+    assert "Cause: ValueError: TrustFile rejected 3 items for connection 42" in text
+    assert "Log: http://127.0.0.1:8080/log" in text and "/runbook.md#our-bug" in text
+    assert "Next step: " in text and "Check etl.run_ledger" not in text
+
+
+def test_a_summary_the_task_already_logged_is_sent_as_it_is_and_not_logged_again(webhook, monkeypatch, caplog):
+    url, received, _ = webhook
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
+    context = failing_context()
+    context["exception"].on_call_summary = "[integrations] trustfile_sync.push_items failed: the task's own words"
+    with caplog.at_level(logging.DEBUG):
+        OnCallNotifier().notify(context)
+    assert received == [(SECRET_PATH, {"text": context["exception"].on_call_summary})]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.fixture
@@ -78,4 +89,4 @@ def test_the_dag_level_callback_of_a_task_failure_does_not_alert_twice(webhook, 
     OnCallNotifier().notify({**failing_context(), "reason": "task_failure"})
     assert received == []
     OnCallNotifier().notify({**failing_context(), "reason": "timed_out", "exception": None})
-    assert len(received) == 1 and "Cause: timed_out." in received[0][1]["text"]
+    assert len(received) == 1 and "What happened: the DAG run ended as timed_out" in received[0][1]["text"]

@@ -47,13 +47,9 @@ def test_form_offers_mode_start_end():
     assert params["mode"].schema["enum"] == ["incremental", "backfill"]
 
 
-def test_trustfile_backfill_bounds_are_dates_at_midnight_utc_or_timestamps_with_offset():
-    import datetime as dt
-
-    from integrations.trustfile.tasks import start_of_param
-
-    assert start_of_param("2026-03-01", "start") == dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
-    assert start_of_param("2026-03-01T08:00:00-05:00", "end").utcoffset() == dt.timedelta(hours=-5)
-    for bad in ("2026-13-01", "2026-03-01T08:00:00", "soon", ""):
-        with pytest.raises(ValueError):
-            start_of_param(bad, "start")
+def test_the_form_has_titles_and_refusals_read_as_the_runbook_quotes_them():
+    assert all(p.schema.get("title") and p.description for p in backfill_params().values())
+    with pytest.raises(ValueError) as refused:
+        parse_cursor("timestamp", "last week", field="start")
+    assert str(refused.value).startswith("param start='last week' is not an ISO 8601 timestamp with offset, "
+                                         "e.g. 2026-01-01T00:00:00+00:00 (")

@@ -14,6 +14,24 @@ from integrations.trustfile.connections import record_activity
 from integrations.trustfile.reports import ErrorType
 
 MESSAGE_LIMIT = 1000
+HOST_NAMES = {"qbo": "QuickBooks", "servicetrade": "ServiceTrade"}
+
+
+def display_name(company_name: str | None, host_system: str, host_identifier: str | None) -> str:
+    """How people name a connection (alerts, mapped task names): the company name we signed up, else its
+    host system and that system's company id (a connection TrustFile made has no name of ours)."""
+    if company_name:
+        return company_name
+    host = HOST_NAMES.get(host_system, host_system)
+    return f"{host} company {host_identifier}" if host_identifier else f"{host} company, not authorized yet"
+
+
+def names(conn: psycopg.Connection, connection_ids: list[str] | None = None) -> dict[str, str]:
+    """The display name of each connection asked for (all of them when None), ordered by name."""
+    rows = conn.execute(
+        "SELECT connection_id, company_name, host_system, host_identifier FROM trustfile.connections "
+        "WHERE %s::text[] IS NULL OR connection_id = ANY(%s)", (connection_ids, connection_ids)).fetchall()
+    return dict(sorted(((r[0], display_name(*r[1:])) for r in rows), key=lambda item: (item[1].lower(), item[0])))
 
 
 def due(conn: psycopg.Connection, today: dt.date) -> tuple[list[str], list[str]]:
@@ -71,6 +89,14 @@ def record_failure(conn: psycopg.Connection, connection_id: str, error_type: Err
                         (next_sync_at, f"sync failed: {text}"[:MESSAGE_LIMIT], connection_id)).rowcount:
             record_activity(conn, connection_id, "Sync failed")
         record_error(conn, error_type, connection_id, text)
+
+
+def record_backfill(conn: psycopg.Connection, connection_id: str, activity: str) -> None:
+    """A backfill is ours, not the sync TrustFile watches: an activity, and the status left alone."""
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM trustfile.connections WHERE connection_id = %s FOR KEY SHARE",
+                        (connection_id,)).fetchone():
+            record_activity(conn, connection_id, activity[:MESSAGE_LIMIT])
 
 
 def record_consent_lost(conn: psycopg.Connection, connection_id: str, consent_fingerprint: str | None,

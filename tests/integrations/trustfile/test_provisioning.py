@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from task_logs import first_error, task_log
 
 from sandbox import trustfile as tf_sandbox
 
@@ -80,9 +81,12 @@ def test_an_answer_lost_after_the_account_was_made_is_never_signed_up_again(prov
     assert signups(sandbox) == 1 and state(provisioning, "lost@acme.example")[3] == "signup_failed"
 
 
-def test_a_servicetrade_company_is_authorized_by_naming_its_airflow_connection(provisioning):
+def test_a_servicetrade_company_is_authorized_by_naming_its_airflow_connection(provisioning, monkeypatch):
     from etl.encryption import decrypt
     from integrations.trustfile.provisioning import register
+
+    monkeypatch.setenv("AIRFLOW_CONN_SERVICETRADE_FIELD_CO", json.dumps({"conn_type": "servicetrade",
+                                                                          "login": "field", "password": "pw"}))
 
     connection_id = register({"email": "field@service.example", "company_name": "Field Co",
                               "host_system": "servicetrade", "host_connection_id": "servicetrade_field_co"})
@@ -205,3 +209,71 @@ def test_the_email_lookup_never_fails_a_provisioning_alone(provisioning, sandbox
     email = f"lookup-{answer}@acme.example"
     assert provision({"email": email, "company_name": "Lookup Co"}) == "provisioned"
     assert signups(sandbox) == 1 and state(provisioning, email)[3] == "provisioned"
+
+
+# ---- the form, the summary and what the run shows (issue 10, point 2) ------------------------------
+
+def run_provision(conf: dict):
+    """A trustfile_provision run: (the DagRun, its log events)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    with task_log() as events:
+        dag_run = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags[
+            "trustfile_provision"].test(run_conf=conf)
+    return dag_run, events
+
+
+def test_the_provision_run_shows_the_new_connection_id_in_its_log_and_as_an_xcom(airflow_db, provisioning):
+    dag_run, events = run_provision({"email": "owner@acme.example", "company_name": "Acme Tools", "state": "CA",
+                                     "zip": "93722"})
+    assert str(dag_run.state) == "success"
+    connection_id = state(provisioning, "owner@acme.example")[0]
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    for task_id in ("register_connection", "sign_up_company"):
+        assert tis[task_id].xcom_pull(task_ids=task_id, key="connection_id") == connection_id
+    assert (f"TrustFile connection {connection_id} (Acme Tools, owner@acme.example): provisioned; TrustFile enables "
+            f"it with PUT /extractor/connections/{connection_id}") in [text for _, text in events]
+
+
+def test_a_signup_no_retry_can_fix_fails_at_once_with_the_summary_first(airflow_db, provisioning, sandbox):
+    from hooks.trustfile import TrustFileHook
+    TrustFileHook().signup(email="taken@acme.example", company_name="Elsewhere Inc")   # the user exists already
+    dag_run, events = run_provision({"email": "taken@acme.example", "company_name": "Taken Co"})
+    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
+    assert states["sign_up_company"] == ("failed", 1)                     # ProvisioningError: no retry
+    connection_id = state(provisioning, "taken@acme.example")[0]
+    summary = first_error(events, "sign_up_company")
+    assert summary.startswith("[integrations] trustfile_provision.sign_up_company failed on try 1 (not retried")
+    assert f"Scope: TrustFile connection {connection_id} (Taken Co)" in summary
+    assert "Next step: Find the company in TrustFile and map it to the connection by hand" in summary
+    assert "/runbook.md#data-refused-by-the-vendor" in summary
+
+
+@pytest.mark.parametrize(("conf", "refusal"), [
+    ({"company_name": "No Email Co"}, "the form needs an email address (the TrustFile user to create)"),
+    ({"email": "owner@blank.example", "company_name": "  "}, "the form needs a company name"),
+    ({"email": "field@service.example", "company_name": "Field Co", "host_system": "servicetrade",
+      "host_connection_id": "servicetrade_nowhere"},
+     "no Airflow connection 'servicetrade_nowhere' of type servicetrade"),
+    ({"email": "owner@qbo.example", "company_name": "Qbo Co", "host_connection_id": "servicetrade_default"},
+     "host_connection_id is for host_system servicetrade only"),
+])
+def test_a_form_the_first_task_refuses_fails_at_once_and_writes_nothing(airflow_db, provisioning, conf, refusal):
+    dag_run, events = run_provision(conf)
+    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
+    assert states["register_connection"] == ("failed", 1) and states["sign_up_company"][0] == "upstream_failed"
+    summary = first_error(events, "register_connection")
+    assert refusal in summary and "/runbook.md#bad-input" in summary
+    assert provisioning.execute("SELECT count(*) FROM trustfile.connections").fetchone()[0] == 0
+
+
+def test_a_malformed_email_or_zip_is_refused_by_the_form_itself(airflow_db, provisioning):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["trustfile_provision"]
+    for conf, refused in (({"email": "owner.acme.example", "company_name": "A"}, "email"),
+                          ({"email": "o@acme.example", "company_name": "A", "zip": "9372"}, "zip"),
+                          ({"email": "o@acme.example", "company_name": "A", "state": "Calif."}, "state")):
+        with pytest.raises(ParamValidationError, match=f"param {refused}"):
+            dag.test(run_conf=conf)

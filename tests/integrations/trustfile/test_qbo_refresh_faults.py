@@ -151,7 +151,7 @@ def test_a_new_consent_ends_the_wait_and_a_consent_renewed_meanwhile_is_never_dr
         sync("company-1", {"params": {}, "run_id": "r1", "ti": TaskInstance})
     assert due_connections() == ["company-2", "company-3"]
     assert describe(clean_db, "company-1")[0].startswith("needs re-consent")
-    from integrations.trustfile import connections    # TrustFile switching it off and on does not hide why
+    from integrations.trustfile import connections  # TrustFile switching it off and on does not hide why
     connections.update(clean_db, "company-1", enabled=False, start_date=None, start_date_given=False)
     connections.update(clean_db, "company-1", enabled=True, start_date=None, start_date_given=False)
     assert describe(clean_db, "company-1")[0].startswith("needs re-consent")
