@@ -6,6 +6,9 @@ its binary COPY API.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -47,3 +50,27 @@ def connect(conninfo: str | None = None, *, autocommit: bool = False) -> psycopg
     options = " ".join(filter(None, [params.pop("options", None), SESSION_OPTIONS]))
     params.setdefault("application_name", APPLICATION_NAME)
     return psycopg.connect(make_conninfo(**params, options=options), autocommit=autocommit)
+
+
+@contextlib.contextmanager
+def session_lock(conn: psycopg.Connection, key: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the advisory lock named `key` across the transactions of a whole procedure; PostgreSQL drops it
+    if the worker dies. `wait=False` yields False at once when another session holds it (nothing held).
+
+    The connection must not be inside a transaction: the lock is taken and committed first, and released
+    after a rollback of whatever the body left open.
+    """
+    if wait:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    elif not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+        conn.rollback()
+        yield False
+        return
+    conn.commit()
+    try:
+        yield True
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            conn.commit()

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 
+from etl.db import session_lock
+
 log = logging.getLogger(__name__)
 
 CursorKind = Literal["timestamp", "id", "json"]
@@ -91,18 +93,10 @@ def claimed(conn: psycopg.Connection, pipeline: str, scope: str) -> Iterator[Non
     and no reset(), can move the watermark between the read that sets the window and the
     advance that closes it. A session-level advisory lock: PostgreSQL drops it if the worker dies.
     """
-    key = _lock_key(pipeline, scope)
-    if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
-        conn.rollback()
-        raise _busy(pipeline, scope)
-    conn.commit()
-    try:
+    with session_lock(conn, _lock_key(pipeline, scope), wait=False) as held:
+        if not held:
+            raise _busy(pipeline, scope)
         yield
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.rollback()
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-            conn.commit()
 
 
 def claim(conn: psycopg.Connection, pipeline: str, scope: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import psycopg
 
+from etl.db import session_lock
 from etl.encryption import encrypt
 from integrations.trustfile.connections import record_activity
 
@@ -29,16 +30,8 @@ def signup_lock(conn: psycopg.Connection, email: str) -> Iterator[None]:
     """Hold the email's signup, waiting while another run holds it, so that run's company token is found
     instead of TrustFile being asked twice. Session-level: it spans the short transactions of the signup
     and the vendor calls between them, and PostgreSQL drops it if the worker dies."""
-    key = _lock_key(email)
-    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
-    conn.commit()
-    try:
+    with session_lock(conn, _lock_key(email)):
         yield
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.rollback()
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-            conn.commit()
 
 
 def register_signup(conn: psycopg.Connection, connection_id: str, email: str, company_name: str,
