@@ -53,6 +53,21 @@ CONNECTION_TYPES = [
             "placeholders": {"host": "https://api.servicetrade.com/api"},
         },
     },
+    {
+        "connection-type": "itsperfect",
+        "hook-class-name": "hooks.itsperfect.ItsPerfectHook",
+        "hook-name": "ItsPerfect",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {"host": "API URL (tenant)", "login": "Basic auth user name",
+                           "password": "Basic auth password"},
+            "placeholders": {"host": "https://<tenant>.itsperfect.it/api/v2"},
+        },
+        "conn-fields": {
+            # Named with "token" on purpose: Airflow masks it in the form; the hook registers it as a secret.
+            "api_token": {"label": "API token (sent as ?token=)", "schema": _SECRET},
+        },
+    },
 ]
 
 
@@ -60,7 +75,7 @@ def get_provider_info() -> dict:
     return {
         "package-name": "integrations-provider",
         "name": "Integrations platform",
-        "description": "Connection types for QuickBooks Online, Avalara TrustFile and ServiceTrade.",
+        "description": "Connection types for QuickBooks Online, Avalara TrustFile, ServiceTrade and ItsPerfect.",
         "versions": ["0.1.0"],
         "connection-types": CONNECTION_TYPES,
     }

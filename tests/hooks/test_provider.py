@@ -14,9 +14,11 @@ import json
 from airflow.providers_manager import ProvidersManager
 pm = ProvidersManager()
 print(json.dumps({
-    "hooks": {t: pm.hooks[t].hook_class_name for t in ("qbo", "trustfile", "servicetrade") if pm.hooks.get(t)},
+    "hooks": {t: pm.hooks[t].hook_class_name for t in ("qbo", "trustfile", "servicetrade", "itsperfect")
+              if pm.hooks.get(t)},
     "qbo_labels": pm.field_behaviours.get("qbo", {}).get("relabeling"),
-    "widgets": sorted(k for k in pm.connection_form_widgets if k.startswith(("extra__qbo__", "extra__trustfile__"))),
+    "widgets": sorted(k for k in pm.connection_form_widgets
+                      if k.startswith(("extra__qbo__", "extra__trustfile__", "extra__itsperfect__"))),
 }))
 """
 
@@ -27,10 +29,12 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["hooks"] == {"qbo": "hooks.qbo.QboHook", "trustfile": "hooks.trustfile.TrustFileHook",
-                              "servicetrade": "hooks.servicetrade.ServiceTradeHook"}
+                              "servicetrade": "hooks.servicetrade.ServiceTradeHook",
+                              "itsperfect": "hooks.itsperfect.ItsPerfectHook"}
     assert found["qbo_labels"]["password"] == "OAuth client secret"
-    assert found["widgets"] == ["extra__qbo__authorize_url", "extra__qbo__minorversion",
-                                "extra__qbo__oauth_endpoint_url", "extra__qbo__realm_id", "extra__qbo__refresh_token",
+    assert found["widgets"] == ["extra__itsperfect__api_token", "extra__qbo__authorize_url",
+                                "extra__qbo__minorversion", "extra__qbo__oauth_endpoint_url", "extra__qbo__realm_id",
+                                "extra__qbo__refresh_token",
                                 "extra__trustfile__provisioning_url"]
 
 
