@@ -123,14 +123,7 @@ class ItsPerfectHook(VendorHttpHook):
 
     def _records(self, method: str, url: str, response: requests.Response, key: str) -> tuple[list, Any]:
         """The `{"<resource>": [...]}` list and the headers; a 200 without it is an error, never "no records"."""
-        try:
-            body = response.json()
-        except ValueError:
-            content_type = response.headers.get("Content-Type", "no content type")
-            raise VendorApiError(self.vendor, method, url, response.status_code,
-                                 f"the body is not valid JSON ({len(response.content)} bytes of {content_type})",
-                                 hint="truncated or malformed answer; nothing was loaded from it",
-                                 malformed=True) from None
+        body = self.json_of(method, url, response)
         if not isinstance(body, dict) or not isinstance(body.get(key), list):
             found = sorted(body) if isinstance(body, dict) else type(body).__name__
             raise VendorApiError(self.vendor, method, url, response.status_code,

@@ -228,6 +228,10 @@ class VendorHttpHook(BaseHook):
             raise self.error_for(method, url, response)
         if not _parse_json:
             return response
+        return self.json_of(method, url, response)
+
+    def json_of(self, method: str, url: str, response: requests.Response) -> Any:
+        """The parsed body; one that does not parse is a `malformed` VendorApiError (retried like a 5xx)."""
         try:
             return response.json()
         except ValueError:
