@@ -91,11 +91,12 @@ class ItsPerfectSandbox:
 
     # ---- state --------------------------------------------------------------------------------------
 
-    SETTINGS = ("clock_offset", "hourly_limit", "server_calls_per_hour", "past_limit_status", "max_limit",
+    SETTINGS = ("clock_offset", "window_seconds", "hourly_limit", "server_calls_per_hour", "past_limit_status", "max_limit",
                 "next_order_id", "warehouse_active", "generated", "stock_changes")
 
     def reset(self) -> None:
         self.clock_offset = 0.0
+        self.window_seconds = 3600                 # the limit's window; shorter only for tests of a reset
         self.hourly_limit = HOURLY_LIMIT
         self.server_calls_per_hour = 30
         self.past_limit_status = 429
@@ -197,19 +198,19 @@ class ItsPerfectSandbox:
         return time.time() + self.clock_offset
 
     def _window(self) -> tuple[int, dict]:
-        start = int(self.now() // 3600 * 3600)
+        start = int(self.now() // self.window_seconds * self.window_seconds)
         counts = self.windows.setdefault(start, {"client": 0, "refused": 0, "server_extra": 0,
                                                  "server_rate": self.server_calls_per_hour})
         return start, counts
 
     def _server_calls(self, start: int, counts: dict) -> int:
-        elapsed = min(3600.0, max(0.0, self.now() - start))
-        return int(counts["server_rate"] * elapsed / 3600) + counts["server_extra"]
+        elapsed = min(self.window_seconds, max(0.0, self.now() - start))
+        return int(counts["server_rate"] * elapsed / self.window_seconds) + counts["server_extra"]
 
     def _used(self) -> tuple[int, int]:
         """(calls counted this hour, the hour's reset moment); caller holds the lock."""
         start, counts = self._window()
-        return counts["client"] + self._server_calls(start, counts), start + 3600
+        return counts["client"] + self._server_calls(start, counts), start + self.window_seconds
 
     def _limit_headers(self) -> dict[str, str]:
         used, reset_at = self._used()
@@ -278,6 +279,7 @@ class ItsPerfectSandbox:
                 self.clock_offset = dt.datetime.fromisoformat(payload["set_clock"]).timestamp() - time.time()
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.hourly_limit = int(payload.get("hourly_limit", self.hourly_limit))
+            self.window_seconds = int(payload.get("window_seconds", self.window_seconds))
             self.past_limit_status = status
             self.max_limit = int(payload.get("max_limit", self.max_limit))
             _, counts = self._window()
@@ -312,7 +314,8 @@ class ItsPerfectSandbox:
                     "warehouses": {wid: {"active": w["active"], "barcodes": len(self.stock.get(wid, {})),
                                          "items": len(self.held.get(wid, []))} for wid, w in self.warehouses.items()},
                     "settings": {name: getattr(self, name) for name in
-                                 ("clock_offset", "server_calls_per_hour", "past_limit_status", "max_limit")}}
+                                 ("clock_offset", "window_seconds", "server_calls_per_hour", "past_limit_status",
+                                  "max_limit")}}
 
     # ---- the API ------------------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ The token travels in every URL, so it is registered as a secret (with the user n
 before the session exists, and the vendor's 401 body, which echoes the token it got, is redacted.
 
 Every request, retries included, is first reserved from the shared budget in PostgreSQL
-(`etl.request_budget`, vendor "itsperfect", credential = the connection id, limit 750 less
-`budget_headroom`), and every answer, errors and 429 included, is reconciled with the vendor's
+(`etl.request_budget`, vendor "itsperfect", credential = the tenant's API URL, limit 750 less
+`budget_headroom`): the vendor counts per tenant, so two connections to one tenant (one that pulls
+stock, one that sends orders) share one budget, and every answer, errors and 429 included, is reconciled with the vendor's
 `X-Request-Limit-Remaining` / `X-Request-Limit-Date`. A spent budget raises `BudgetSpent` (with the
 reset time) before anything is sent; a 429 is never retried here (each try would count): the window
 is recorded as spent, for every worker, and `BudgetSpent` raised with the vendor's reset moment.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import requests
@@ -54,10 +55,12 @@ class ItsPerfectHook(VendorHttpHook):
     envelopes: ClassVar[dict[str, str]] = {"purchaseOrders": "purchaseorders"}
 
     def __init__(self, conn_id: str | None = None, *, conninfo: str | None = None, headroom: int | None = None,
-                 **kwargs):
-        """`conninfo`: the integrations database holding the request budget (default: `integrations_db`)."""
+                 clock: Callable[[], dt.datetime] | None = None, **kwargs):
+        """`conninfo`: the integrations database holding the request budget (default: `integrations_db`);
+        `clock`: the budget's clock (default: the database's; a simulation passes the sandbox's)."""
         super().__init__(conn_id, **kwargs)
         self._conninfo = conninfo
+        self._clock = clock
         self.headroom = self.budget_headroom if headroom is None else headroom
         self._last_budget: Budget | None = None
         self._last_remaining: int | None = None
@@ -87,11 +90,20 @@ class ItsPerfectHook(VendorHttpHook):
     def _db(self):
         return db.connect(self._conninfo)
 
+    @property
+    def budget_key(self) -> str:
+        """The budget's credential: the tenant's API URL (never a secret; the token travels in the query)."""
+        return self.base_url.lower()
+
+    def _now(self) -> dt.datetime | None:
+        return self._clock() if self._clock else None
+
     def _send(self, method: str, url: str, _parse_json: bool = False, _envelope: str | None = None,
               **kwargs: Any) -> Any:
         """One attempt: reserve it from the budget, send it, check the envelope when one is named."""
         _ = self.session                  # credentials checked and registered before the reservation
-        reserve(self._db, BUDGET_VENDOR, self.conn_id, limit=self.request_limit, headroom=self.headroom)
+        reserve(self._db, BUDGET_VENDOR, self.budget_key, limit=self.request_limit, headroom=self.headroom,
+                now=self._now())
         self._last_budget, self._last_remaining = None, None
         try:
             response = super()._send(method, url, _parse_json and _envelope is None, **kwargs)
@@ -112,12 +124,13 @@ class ItsPerfectHook(VendorHttpHook):
         if response.status_code == 429:
             remaining = 0                 # a refusal: the window is spent, whatever else the header says
         self._last_remaining = remaining
-        self._last_budget = reconcile(self._db, BUDGET_VENDOR, self.conn_id, remaining=remaining,
-                                      resets_at=resets_at)
+        self._last_budget = reconcile(self._db, BUDGET_VENDOR, self.budget_key, remaining=remaining,
+                                      resets_at=resets_at, now=self._now())
 
     def _budget_now(self) -> Budget:
         with self._db() as conn:
-            return next(b for b in usage(conn) if (b.vendor, b.credential) == (BUDGET_VENDOR, self.conn_id))
+            return next(b for b in usage(conn, now=self._now())
+                        if (b.vendor, b.credential) == (BUDGET_VENDOR, self.budget_key))
 
     # ---- answers ------------------------------------------------------------------------------
 
@@ -191,6 +204,10 @@ class ItsPerfectHook(VendorHttpHook):
             raise VendorApiError(self.vendor, "POST", "/orders", 200, "an empty 'orders' list",
                                  hint="whether the order was created is unknown: look it up by its reference")
         return records[0]
+
+    def orders_by_reference(self, reference: str) -> list[dict]:
+        """The vendor's orders carrying `reference`: how an export whose answer was lost is found again."""
+        return list(self._list("orders", {"reference": reference}))
 
     def test_connection(self) -> tuple[bool, str]:
         try:

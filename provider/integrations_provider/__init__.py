@@ -7,6 +7,7 @@ under these names, which is where the hooks read them.
 
 _STRING = {"type": ["string", "null"]}
 _SECRET = {"type": ["string", "null"], "format": "password"}
+_SWITCH = {"type": ["boolean", "null"], "default": False}
 
 CONNECTION_TYPES = [
     {
@@ -66,6 +67,10 @@ CONNECTION_TYPES = [
         "conn-fields": {
             # Named with "token" on purpose: Airflow masks it in the form; the hook registers it as a secret.
             "api_token": {"label": "API token (sent as ?token=)", "schema": _SECRET},
+            # The connector's switches (integrations.itsperfect.connectors), all off until turned on.
+            "active": {"label": "Active", "schema": _SWITCH},
+            "create_orders": {"label": "Create orders (export this tenant's accounts' orders)", "schema": _SWITCH},
+            "get_stock": {"label": "Get stock (pull its warehouses' stock every hour)", "schema": _SWITCH},
         },
     },
 ]
