@@ -5,11 +5,12 @@ so without the ignore file `etl/health.py` and `integrations/trustfile/api/healt
 executed, as the same module `health`, by every Airflow process. Our packages are imported the
 ordinary way, as `etl`, `hooks`, `integrations`... from the plugins folder on sys.path.
 
-Mounted here, in the API server: the TrustFile extractor API under /extractor, and the Integrations
-page (with the docs it serves) under /integrations, in the UI's navigation. Airflow does not
-authenticate plugin apps: the extractor checks TrustFile's token itself; the Integrations page asks
-Airflow's own auth manager (console.app). This file is imported by every Airflow process, each task
-included, so the page's app is built on its first request, not here.
+Mounted here, in the API server: the TrustFile extractor API under /extractor, the Integrations
+page (with the docs it serves) under /integrations, in the UI's navigation, and the ItsPerfect admin
+API under /itsperfect. Airflow does not authenticate plugin apps: the extractor checks TrustFile's
+token itself; the Integrations page and the ItsPerfect admin API ask Airflow's own auth manager
+(console.app, integrations.itsperfect.api.common). This file is imported by every Airflow process,
+each task included, so those two apps are built on their first request, not here.
 """
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ class IntegrationsConsolePlugin(AirflowPlugin):
     # url_route: the UI shows the page inside its own frame, at <airflow>/plugin/integrations.
     external_views = [{"name": "Integrations", "href": f"{_ROOT_PATH}/integrations/", "destination": "nav",
                        "url_route": "integrations", "category": None}]
+
+
+def _itsperfect_admin_app():
+    """Imported on the first request: only the API server needs the app and Airflow's API security modules."""
+    from integrations.itsperfect.api.app import create_app as create_itsperfect_app
+
+    return create_itsperfect_app()
+
+
+class ItsPerfectAdminPlugin(AirflowPlugin):
+    """The ItsPerfect connector model, managed by whoever Airflow's auth manager lets edit connections."""
+
+    name = "itsperfect_admin"
+    fastapi_apps = [{"app": OnFirstRequest(_itsperfect_admin_app), "url_prefix": "/itsperfect",
+                     "name": "ItsPerfect admin API"}]

@@ -55,6 +55,13 @@ ADDRESS_REQUIRED = ("name", "street", "housenumber", "postalCode", "city", "coun
 SEEDED_ITEMS = 60
 
 
+def airflow_connection(sandbox_url: str, *, token: str = TOKEN, password: str = PASSWORD, **extra) -> dict:
+    """This tenant as an Airflow connection of type `itsperfect`, as `make up`, the tests and the benchmarks
+    write it (the user name in the encrypted extra, as the hook reads it)."""
+    return {"conn_type": "itsperfect", "host": f"{sandbox_url}/itsperfect/api/v2", "password": password,
+            "extra": {"api_token": token, "username": USERNAME, **extra}}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -91,8 +98,8 @@ class ItsPerfectSandbox:
 
     # ---- state --------------------------------------------------------------------------------------
 
-    SETTINGS = ("clock_offset", "window_seconds", "hourly_limit", "server_calls_per_hour", "past_limit_status", "max_limit",
-                "next_order_id", "warehouse_active", "generated", "stock_changes")
+    SETTINGS = ("clock_offset", "window_seconds", "hourly_limit", "server_calls_per_hour", "past_limit_status",
+                "max_limit", "next_order_id", "warehouse_active", "generated", "stock_changes")
 
     def reset(self) -> None:
         self.clock_offset = 0.0

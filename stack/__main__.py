@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from stack import demo, settings
+from stack import demo, demo_itsperfect, settings
 from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
 from stack.embedded_pg import SUPERUSER, EmbeddedPostgres, pg_bin
 from stack.processes import ProcessGroup, say, stop_recorded, write_private
@@ -237,7 +237,9 @@ def run_demo(local: dict, env: dict, stopping) -> list[str]:
         demo.parsed_dags(platform)     # every file of dags/ parsed: the provision DAG exists, no DAG is missed
         seeded = demo.seed(platform, local["sandboxed"], sandbox_fresh=local["sandbox_fresh"])
         lines = [s.line() for s in seeded]
-        if seeded:
+        if demo_itsperfect.CONNECTOR in local["sandboxed"]:
+            lines += demo_itsperfect.seed(platform)
+        if lines:
             lines += demo.start_first_runs(platform, stopping)
         return lines
     except Exception as exc:  # noqa: BLE001 - the demo is a convenience: say why it failed, keep the platform up

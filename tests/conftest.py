@@ -49,6 +49,8 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # As `make up` and any deployment: Airflow encrypts connection passwords and extras at rest.
+        "AIRFLOW__CORE__FERNET_KEY": __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
         # dag.test() serializes DAGs from the configured bundles: ours, plus the tests' own DAGs.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
             {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",

@@ -1,11 +1,12 @@
-"""What the Integrations page says of every (pipeline, scope): read in two statements, whatever their number.
+"""What the Integrations page says of every (pipeline, scope): read in three statements, whatever their number.
 
 The scopes are every TrustFile connection (named by its company, else its host system and account), and every
 other (pipeline, scope) that has a watermark or a scheduled run in the ledger. Per scope, from the engine's
 tables: the last scheduled success, the open failures (failed runs since then: how many, the latest one's
 first line and its runbook link), the records waiting in quarantine, and the credential of the registry
 (etl.credentials) that expires next. Backfills are manual and not part of the schedule: they are left out.
-Request budgets are not tracked by any table yet, so `budget` is None (a dash on the page), never a guess.
+Request budgets are per vendor credential (a tenant), not per scope: each integration lists its own budgets
+(etl.request_budget.usage: used and left in the current window, when it resets, the vendor's last report).
 
 A TrustFile connection's columns are read in the same statement (a join, not a second query), and its name
 is made by the TrustFile package's own `display_name`, so the page names a company as its alerts and its
@@ -21,6 +22,7 @@ import psycopg
 from croniter import croniter
 
 from etl import maintenance
+from etl.request_budget import Budget, usage
 from integrations.trustfile import status as trustfile_status
 from integrations.trustfile import sync as trustfile_sync
 from notifiers import runbook
@@ -54,6 +56,10 @@ PIPELINES: dict[str, Pipeline] = {
                                       ("integrations/trustfile.md", "Sync failures and what on-call does")),
     maintenance.PIPELINE: Pipeline("platform", "@daily", dt.timedelta(hours=2),
                                    ("runbook.md", "integrations_maintenance")),
+    "itsperfect_stock": Pipeline("itsperfect", "@hourly", dt.timedelta(minutes=45),
+                                 ("integrations/itsperfect.md", "Failures and what on-call does")),
+    "itsperfect_orders": Pipeline("itsperfect", "*/15 * * * *", dt.timedelta(minutes=30),
+                                  ("integrations/itsperfect.md", "Failures and what on-call does")),
 }
 DEFAULT_RUNBOOK = ("runbook.md", None)
 # Why a TrustFile connection is not due (the first statement's codes), for people.
@@ -106,7 +112,6 @@ class ScopeRow:
     quarantined: int
     credential: Expiry | None
     failure: Failure | None
-    budget: None = None                 # no request budget table exists yet
 
     @property
     def late(self) -> bool:
@@ -119,6 +124,7 @@ class Integration:
     title: str
     credential: Expiry | None = None    # the next expiry among all its credentials
     scopes: list[ScopeRow] = field(default_factory=list)
+    budgets: list[Budget] = field(default_factory=list)     # its vendors' request budgets, current window
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ SELECT DISTINCT ON (integration) integration, name, expires_at FROM etl.credenti
 
 
 def overview(conn: psycopg.Connection, now: dt.datetime | None = None) -> Overview:
-    """Every integration with its scopes, problems first; two statements."""
+    """Every integration with its scopes (problems first) and request budgets; three statements."""
     now = now or dt.datetime.now(UTC)
     rows = conn.execute(SCOPES_SQL, {"tf": trustfile_sync.PIPELINE, "today": now.astimezone(UTC).date()}).fetchall()
     integrations = {p.integration: Integration(p.integration, TITLES.get(p.integration, p.integration))
@@ -211,9 +217,13 @@ def overview(conn: psycopg.Connection, now: dt.datetime | None = None) -> Overvi
         integrations.setdefault(scope.integration, Integration(scope.integration, TITLES.get(scope.integration,
                                                                                             scope.integration)))
         integrations[scope.integration].scopes.append(scope)
+    for budget in usage(conn, now=now):
+        integrations.setdefault(budget.vendor, Integration(budget.vendor, TITLES.get(budget.vendor, budget.vendor)))
+        integrations[budget.vendor].budgets.append(budget)
     for integration in integrations.values():
         integration.scopes.sort(key=_problems_first)
-    return Overview(now, sorted(integrations.values(), key=lambda i: (i.key == "platform", not i.scopes, i.title)))
+    return Overview(now, sorted(integrations.values(),
+                                key=lambda i: (i.key == "platform", not (i.scopes or i.budgets), i.title)))
 
 
 def _problems_first(row: ScopeRow) -> tuple:

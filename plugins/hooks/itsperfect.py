@@ -3,9 +3,12 @@ hard limit of 750 requests an hour that counts the vendor's own server-side call
 
 Connection `itsperfect_default` (type `itsperfect`; one connection per connector / tenant):
   host      the tenant's API URL, e.g. https://<tenant>.itsperfect.it/api/v2
-  login     HTTP basic auth user name
-  password  its password
-  extra     {"api_token": "..."}: the API token, sent as `?token=` on every call
+  password  HTTP basic auth password
+  extra     {"api_token": "...", "username": "..."}: the API token, sent as `?token=` on every call, and
+            the basic auth user name (in the extra, which Airflow encrypts: its `login` field it does not);
+            optional "hourly_limit" (the tenant's contract, default 750) and "budget_headroom" (default 30:
+            requests a task never takes, kept for the vendor's own server-side calls to come in the hour);
+            the connector's switches (integrations.itsperfect.connectors) are not the hook's business
 
 The token travels in every URL, so it is registered as a secret (with the user name and password)
 before the session exists, and the vendor's 401 body, which echoes the token it got, is redacted.
@@ -13,8 +16,8 @@ before the session exists, and the vendor's 401 body, which echoes the token it 
 Every request, retries included, is first reserved from the shared budget in PostgreSQL
 (`etl.request_budget`, vendor "itsperfect", credential = the tenant's API URL, limit 750 less
 `budget_headroom`): the vendor counts per tenant, so two connections to one tenant (one that pulls
-stock, one that sends orders) share one budget, and every answer, errors and 429 included, is reconciled with the vendor's
-`X-Request-Limit-Remaining` / `X-Request-Limit-Date`. A spent budget raises `BudgetSpent` (with the
+stock, one that sends orders) share one budget. Every answer, errors and 429 included, is reconciled
+with the vendor's `X-Request-Limit-Remaining` / `X-Request-Limit-Date`. A spent budget raises `BudgetSpent` (with the
 reset time) before anything is sent; a 429 is never retried here (each try would count): the window
 is recorded as spent, for every worker, and `BudgetSpent` raised with the vendor's reset moment.
 """
@@ -61,14 +64,15 @@ class ItsPerfectHook(VendorHttpHook):
         super().__init__(conn_id, **kwargs)
         self._conninfo = conninfo
         self._clock = clock
-        self.headroom = self.budget_headroom if headroom is None else headroom
+        self._headroom = headroom
         self._last_budget: Budget | None = None
         self._last_remaining: int | None = None
 
     # ---- connection, auth and secrets ---------------------------------------------------------
 
     def secrets_of(self, conn) -> Iterable[str | None]:
-        return [conn.password, conn.login, (conn.extra_dejson or {}).get("api_token")]
+        extra = conn.extra_dejson or {}
+        return [conn.password, conn.login, extra.get("api_token"), extra.get("username")]
 
     @property
     def token(self) -> str:
@@ -79,16 +83,40 @@ class ItsPerfectHook(VendorHttpHook):
 
     def authenticate(self, session: requests.Session) -> None:
         conn = self.connection            # registers token, user name and password before any request
-        if not conn.login or not self.password:
-            raise ValueError(f"connection {self.conn_id!r} needs login and password (the API's basic auth)")
+        if conn.login:
+            raise ValueError(f"connection {self.conn_id!r} has its user name in `login`, which Airflow stores "
+                             "unencrypted: move it to the Username field (extra `username`) and clear `login`")
+        username = str((conn.extra_dejson or {}).get("username") or "").strip()
+        if not username or not self.password:
+            raise ValueError(f"connection {self.conn_id!r} needs the basic auth username (extra) and password")
         session.params = {"token": self.token}
-        session.auth = (conn.login.strip(), self.password)
+        session.auth = (username, self.password)
         session.hooks["response"].append(self._on_answer)
 
     # ---- the request budget -------------------------------------------------------------------
 
     def _db(self):
         return db.connect(self._conninfo)
+
+    @property
+    def limit(self) -> int:
+        """The tenant's requests per hour: the connection's `hourly_limit`, else the vendor's 750."""
+        return self._positive("hourly_limit", self.request_limit)
+
+    @property
+    def headroom(self) -> int:
+        """Requests of each hour kept back for the vendor's own calls: the argument, the connection's
+        `budget_headroom`, else the class default."""
+        return self._headroom if self._headroom is not None else self._positive("budget_headroom",
+                                                                                 self.budget_headroom)
+
+    def _positive(self, name: str, default: int) -> int:
+        value = (self.connection.extra_dejson or {}).get(name, default)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"connection {self.conn_id!r}: extra {name} must be a whole number, not {value!r}")
+        return value
 
     @property
     def budget_key(self) -> str:
@@ -102,7 +130,7 @@ class ItsPerfectHook(VendorHttpHook):
               **kwargs: Any) -> Any:
         """One attempt: reserve it from the budget, send it, check the envelope when one is named."""
         _ = self.session                  # credentials checked and registered before the reservation
-        reserve(self._db, BUDGET_VENDOR, self.budget_key, limit=self.request_limit, headroom=self.headroom,
+        reserve(self._db, BUDGET_VENDOR, self.budget_key, limit=self.limit, headroom=self.headroom,
                 now=self._now())
         self._last_budget, self._last_remaining = None, None
         try:
@@ -160,7 +188,7 @@ class ItsPerfectHook(VendorHttpHook):
         if status == 401 and "token" in message.lower():
             return f"the API token (extra api_token) of connection {self.conn_id!r} is wrong or revoked"
         if status == 401:
-            return f"check the login and password (basic auth) of connection {self.conn_id!r}"
+            return f"check the username and password (basic auth) of connection {self.conn_id!r}"
         return self.hint_for(status)
 
     # ---- resources ----------------------------------------------------------------------------

@@ -25,11 +25,13 @@ from airflow.sdk.exceptions import (
     DagRunTriggerException,
     DownstreamTasksSkipped,
     ParamValidationError,
+    TaskDeferred,
 )
 
 from etl.encryption import EncryptionError
 from etl.ledger import redact_text
 from etl.maintenance import WatermarkLagError
+from etl.request_budget import BudgetSpent
 from etl.watermarks import WatermarkBusy, WatermarkInFuture
 from hooks.qbo import RefreshTokenRefused
 from hooks.vendor_http import VendorApiError
@@ -39,7 +41,9 @@ log = logging.getLogger(__name__)
 
 CAUSE_LIMIT = 500
 E = TypeVar("E", bound=BaseException)
-NOT_FAILURES = (AirflowSkipException, AirflowRescheduleException, DownstreamTasksSkipped, DagRunTriggerException)
+# A spent request budget is a wait (the task defers until the reset), not a failure to report.
+NOT_FAILURES = (AirflowSkipException, AirflowRescheduleException, DownstreamTasksSkipped, DagRunTriggerException,
+                TaskDeferred, BudgetSpent)
 
 
 @dataclass(frozen=True)

@@ -59,18 +59,23 @@ CONNECTION_TYPES = [
         "hook-class-name": "hooks.itsperfect.ItsPerfectHook",
         "hook-name": "ItsPerfect",
         "ui-field-behaviour": {
-            "hidden-fields": ["schema", "port"],
-            "relabeling": {"host": "API URL (tenant)", "login": "Basic auth user name",
-                           "password": "Basic auth password"},
+            # No `login`: Airflow stores it unencrypted; the user name goes in the (encrypted) extra.
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "API URL (tenant)", "password": "Basic auth password"},
             "placeholders": {"host": "https://<tenant>.itsperfect.it/api/v2"},
         },
         "conn-fields": {
             # Named with "token" on purpose: Airflow masks it in the form; the hook registers it as a secret.
             "api_token": {"label": "API token (sent as ?token=)", "schema": _SECRET},
+            "username": {"label": "Basic auth user name", "schema": _STRING},
             # The connector's switches (integrations.itsperfect.connectors), all off until turned on.
             "active": {"label": "Active", "schema": _SWITCH},
             "create_orders": {"label": "Create orders (export this tenant's accounts' orders)", "schema": _SWITCH},
             "get_stock": {"label": "Get stock (pull its warehouses' stock every hour)", "schema": _SWITCH},
+            "hourly_limit": {"label": "Requests an hour (the tenant's limit, its own calls included)",
+                             "schema": {"type": ["integer", "null"], "default": 750}},
+            "budget_headroom": {"label": "Requests an hour kept back for the vendor's own calls",
+                                "schema": {"type": ["integer", "null"], "default": 30}},
         },
     },
 ]

@@ -46,12 +46,25 @@ def test_a_failed_scope_shows_its_summary_runbook_link_quarantine_and_expiry(see
     assert "late 3 h 28 min" in row
 
 
-def test_budget_is_a_dash_when_no_table_says_so(seed):
-    seed.connection("c-1", company_name="Acme")
+def test_request_budgets_show_used_left_and_the_reset_under_their_integration(seed):
+    from etl.request_budget import reconcile, reserve
 
-    cells = re.findall(r'<td class="budget">(.*?)</td>', row_of(render(seed), "c-1"), re.S)
+    seed.conn.commit()
+    tenant = "https://brand.itsperfect.it/api/v2"
+    for _ in range(3):
+        reserve(seed.conn, "itsperfect", tenant, limit=750, headroom=30, now=seed.now)
+    resets = seed.now.replace(minute=0, second=0, microsecond=0) + H
+    reconcile(seed.conn, "itsperfect", tenant, remaining=700, resets_at=resets, now=seed.now)
 
-    assert [c.strip() for c in cells] == ["—"]
+    html = render(seed)
+    section = re.search(r'<section class="integration" id="itsperfect">(.*?)</section>', html, re.S)
+    assert section, "the budget's integration has a section even before it has a scope"
+    row = re.search(rf'<tr[^>]*data-budget="{re.escape(tenant)}"[^>]*>(.*?)</tr>', section.group(1), re.S).group(1)
+    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    assert cells[1][:3] == ["50", "/", "720"]        # the vendor counted 50 (its own calls too), 720 allowed
+    assert cells[2] == ["670"]
+    assert f"{resets:%H:%M}" in " ".join(cells[3]) and "vendor" in " ".join(cells[3])
+    assert "700 remaining" in " ".join(cells[4])
 
 
 def test_deferred_shows_the_time_it_runs_next(seed):

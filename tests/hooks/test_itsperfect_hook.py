@@ -48,8 +48,7 @@ def connection(sandbox, monkeypatch, db_url):
     def make(conn_id: str = "itsperfect_default", token: str = itsp.TOKEN,
              password: str = itsp.PASSWORD) -> ItsPerfectHook:
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
-            {"conn_type": "itsperfect", "host": f"{sandbox.url}/itsperfect/api/v2", "login": itsp.USERNAME,
-             "password": password, "extra": {"api_token": token}}))
+            itsp.airflow_connection(sandbox.url, token=token, password=password)))
         return ItsPerfectHook(conn_id, conninfo=db_url)
 
     monkeypatch.setattr(ItsPerfectHook, "backoff_initial", 0.01)
@@ -187,7 +186,7 @@ def test_401_is_readable_and_names_the_credential(connection, budgets, sandbox_h
     assert "HTTP 401" in text and "authentication token (***) is not valid" in text and "api_token" in text
     assert WRONG_TOKEN not in text and WRONG_TOKEN not in json.dumps(raised.value.body)
     ok, message = connection("itsperfect_badpass", password=WRONG_PASSWORD).test_connection()
-    assert not ok and "Invalid username or password" in message and "login and password" in message
+    assert not ok and "Invalid username or password" in message and "username and password" in message
     assert connection().test_connection()[0] is True
 
 

@@ -33,7 +33,9 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
                               "itsperfect": "hooks.itsperfect.ItsPerfectHook"}
     assert found["qbo_labels"]["password"] == "OAuth client secret"
     assert found["widgets"] == ["extra__itsperfect__active", "extra__itsperfect__api_token",
-                                "extra__itsperfect__create_orders", "extra__itsperfect__get_stock",
+                                "extra__itsperfect__budget_headroom", "extra__itsperfect__create_orders",
+                                "extra__itsperfect__get_stock", "extra__itsperfect__hourly_limit",
+                                "extra__itsperfect__username",
                                 "extra__qbo__authorize_url",
                                 "extra__qbo__minorversion", "extra__qbo__oauth_endpoint_url", "extra__qbo__realm_id",
                                 "extra__qbo__refresh_token",

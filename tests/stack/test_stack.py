@@ -258,7 +258,15 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
 
     maintenance = runs["integrations_maintenance"]["dag_run_id"]
     report = stack.xcom("integrations_maintenance", maintenance, "report_watermark_lag")
-    assert {r["scope"] for r in report} == set(demo.values())
+    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand"}   # and the brand's order export
+
+    # The ItsPerfect brand: both stores hold their warehouse's stock, its orders reached the tenant once.
+    assert "ItsPerfect brand Demo Fashion (account demo-brand) -> connector itsperfect_default" in output
+    stocked = dict(stack.query("SELECT location_id, count(*) FROM commerce.location_quantities GROUP BY 1"))
+    assert set(stocked) == {"store-amsterdam", "store-utrecht"} and min(stocked.values()) > 50
+    itsperfect = requests.get(f"{stack.sandbox}/_sandbox/state/itsperfect", timeout=30).json()
+    assert sorted(o["reference"] for o in itsperfect["orders"]) == [f"demo-web-{n:04d}" for n in range(1, 6)]
+    assert stack.query("SELECT state, count(*) FROM itsperfect.order_exports GROUP BY 1") == [("sent", 5)]
 
     for dag_id in set(dag_ids) - {"trustfile_sync", "integrations_maintenance"}:
         run = runs[dag_id]
@@ -296,7 +304,7 @@ def test_up_leaves_a_working_demo_that_survives_down_and_up_again(stack_env):
     try:
         _assert_postgres_asks_for_the_password(stack_env)
         output = out.read_text()
-        assert output.count("(already seeded)") == 2 and "provisioning" not in output
+        assert output.count("(already seeded)") == 3 and "provisioning" not in output
         stack = Stack(stack_env)
         assert requests.get(f"{stack.sandbox}/health", timeout=30).json()["state_file"]["restored"] is True
         # The sandbox remembers the companies and the tokens it issued: with every access token expired, the

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from task_logs import first_error, task_log
 
 from sandbox import qbo as qbo_sandbox
 from sandbox import trustfile as tf_sandbox
+from tests.task_logs import first_error, task_log
 
 ROOT = Path(__file__).resolve().parents[3]
 REALM, OTHER_REALM = qbo_sandbox.REALMS[0], qbo_sandbox.REALMS[1]

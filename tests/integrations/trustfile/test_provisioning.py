@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
-from task_logs import first_error, task_log
 
 from sandbox import trustfile as tf_sandbox
+from tests.task_logs import first_error, task_log
 
 
 @pytest.fixture
