@@ -1,6 +1,8 @@
 """Every 15 minutes: each account's new orders sent to its ItsPerfect connector, exactly once."""
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.sdk import dag, task
 
 from notifiers.on_call import OnCallNotifier
@@ -35,7 +37,9 @@ def _export(context, account: str) -> dict:
     max_active_runs=1,
     tags=["itsperfect"],
     doc_md=DOC,
-    default_args=default_args(owner="integrations", retries=2),
+    # Retried after 5 minutes, well past the hook's 70 s for one POST: the retry looks an unanswered order up
+    # by its reference, and a POST of the failed try must have been answered (or dropped) by then.
+    default_args={**default_args(owner="integrations", retries=2), "retry_delay": dt.timedelta(minutes=5)},
     on_failure_callback=OnCallNotifier(),
 )
 def itsperfect_orders():

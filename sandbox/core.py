@@ -32,6 +32,7 @@ class Faults:
     throttle_next: int = 0           # the next N requests answer the vendor's 429
     retry_after_seconds: float | None = None  # Retry-After sent with those 429s (None: no header)
     only_path: str | None = None     # apply the faults only to request paths containing this
+    only_method: str | None = None   # ... and only to requests of this method (e.g. POST)
 
 
 @dataclass
@@ -86,7 +87,8 @@ def install_faults(app: FastAPI, vendor: str, state: SandboxState, throttled: Ca
     @app.middleware("http")
     async def faults_and_log(request: Request, call_next):
         faults = state.faults_for(vendor)
-        if faults.only_path and faults.only_path not in request.url.path:
+        if (faults.only_path and faults.only_path not in request.url.path) or (
+                faults.only_method and faults.only_method.upper() != request.method):
             response = await call_next(request)
             state.record(Recorded(vendor, request.method, request.url.path, request.url.query, response.status_code))
             return response

@@ -99,11 +99,13 @@ class ItsPerfectSandbox:
     # ---- state --------------------------------------------------------------------------------------
 
     SETTINGS = ("clock_offset", "window_seconds", "hourly_limit", "server_calls_per_hour", "past_limit_status",
-                "max_limit", "next_order_id", "warehouse_active", "generated", "stock_changes")
+                "max_limit", "filters_orders_by_reference", "next_order_id", "warehouse_active", "generated",
+                "stock_changes")
 
     def reset(self) -> None:
         self.clock_offset = 0.0
         self.window_seconds = 3600                 # the limit's window; shorter only for tests of a reset
+        self.filters_orders_by_reference = True    # off: `reference` ignored, as a tenant may (vendors.md §3.3)
         self.hourly_limit = HOURLY_LIMIT
         self.server_calls_per_hour = 30
         self.past_limit_status = 429
@@ -287,6 +289,8 @@ class ItsPerfectSandbox:
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
             self.hourly_limit = int(payload.get("hourly_limit", self.hourly_limit))
             self.window_seconds = int(payload.get("window_seconds", self.window_seconds))
+            self.filters_orders_by_reference = bool(payload.get("filters_orders_by_reference",
+                                                                self.filters_orders_by_reference))
             self.past_limit_status = status
             self.max_limit = int(payload.get("max_limit", self.max_limit))
             _, counts = self._window()
@@ -431,6 +435,6 @@ class ItsPerfectSandbox:
         @app.get("/api/v2/orders")
         def orders(reference: str | None = None, page: int | None = None, limit: int | None = None):
             found = [{k: v for k, v in o.items() if k != "payload"} for o in self.orders
-                     if reference is None or o["reference"] == reference]
+                     if reference is None or not self.filters_orders_by_reference or o["reference"] == reference]
             rows, headers = self._page(found, page, limit)
             return JSONResponse({"orders": rows}, headers=headers)

@@ -27,6 +27,9 @@ from psycopg import pq
 log = logging.getLogger(__name__)
 
 HOUR = dt.timedelta(hours=1)
+# A window the vendor reported ends this long after its reset moment by our clock: a vendor whose clock lags
+# ours by a few seconds would still refuse a request sent at its reset moment by ours.
+VENDOR_CLOCK_MARGIN = dt.timedelta(seconds=5)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _COLUMNS = ("vendor, credential, request_limit, headroom, window_seconds, window_start, resets_at, "
             "window_source, used, reserved, reported_remaining, reported_resets_at, reported_at")
@@ -128,6 +131,27 @@ def reconcile(target: Connectable, vendor: str, credential: str, *, remaining: i
     return budget
 
 
+def exhaust(target: Connectable, vendor: str, credential: str, *, reported_reset: dt.datetime | None,
+            backoff: dt.timedelta = dt.timedelta(minutes=1), now: dt.datetime | None = None) -> Budget:
+    """The vendor refused a request for its limit (a 429): the window is spent for every worker, whatever our
+    count said, until the reset it reported, or for `backoff` when it reported none still ahead of our clock
+    (a vendor whose clock lags ours still counts the window our clock thought over). Returns the budget."""
+    if reported_reset is not None and reported_reset.tzinfo is None:
+        raise ValueError(f"{vendor}/{credential}: the reset moment {reported_reset} has no time zone")
+    with _transaction(target) as conn:
+        locked = _locked(conn, vendor, credential)
+        if locked is None:
+            raise ValueError(f"{vendor}/{credential}: no budget to exhaust; reserve() creates it")
+        moment = now or _db_now(conn)
+        budget = _current(locked, moment)
+        until = reported_reset if reported_reset is not None and reported_reset > moment else moment + backoff
+        resets_at = max(until, budget.resets_at) if budget.window_source == "vendor" else until
+        budget = replace(budget, window_start=min(budget.window_start, resets_at - budget.window),
+                         resets_at=resets_at, window_source="vendor", used=max(budget.used, budget.limit))
+        _store(conn, budget)
+    return budget
+
+
 def usage(conn: psycopg.Connection, *, now: dt.datetime | None = None) -> list[Budget]:
     """Every budget in its current window (used, left, reset time), for the Integrations page."""
     moment = now or _db_now(conn)
@@ -149,8 +173,9 @@ def _reconciled(budget: Budget, remaining: int, resets_at: dt.datetime, now: dt.
 
 
 def _current(budget: Budget, now: dt.datetime) -> Budget:
-    """The budget in the window holding `now`: a new guessed window once its window ended."""
-    if now < budget.resets_at:
+    """The budget in the window holding `now`: a new guessed window once its window ended (a vendor's window
+    VENDOR_CLOCK_MARGIN after its reset moment)."""
+    if now < budget.resets_at + (VENDOR_CLOCK_MARGIN if budget.window_source == "vendor" else dt.timedelta(0)):
         return budget
     start = _aligned(now, budget.window, budget.resets_at)
     return replace(budget, window_start=start, resets_at=start + budget.window, window_source="clock",

@@ -27,11 +27,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from etl import db
-from etl.request_budget import Budget, BudgetSpent, reconcile, reserve, usage
+from etl.request_budget import BudgetSpent, exhaust, reconcile, reserve
 from hooks.paging import Page, PageNumbers, header_count
 from hooks.vendor_http import REDACTOR, VendorApiError, VendorHttpHook
 
@@ -65,14 +66,16 @@ class ItsPerfectHook(VendorHttpHook):
         self._conninfo = conninfo
         self._clock = clock
         self._headroom = headroom
-        self._last_budget: Budget | None = None
         self._last_remaining: int | None = None
+        self._last_reset: dt.datetime | None = None
 
     # ---- connection, auth and secrets ---------------------------------------------------------
 
     def secrets_of(self, conn) -> Iterable[str | None]:
         extra = conn.extra_dejson or {}
-        return [conn.password, conn.login, extra.get("api_token"), extra.get("username")]
+        token = str(extra.get("api_token") or "")
+        # urllib3 logs the query as sent, percent-encoded: the token's encoded form is a secret too.
+        return [conn.password, conn.login, token, quote(token, safe=""), extra.get("username")]
 
     @property
     def token(self) -> str:
@@ -107,8 +110,12 @@ class ItsPerfectHook(VendorHttpHook):
     def headroom(self) -> int:
         """Requests of each hour kept back for the vendor's own calls: the argument, the connection's
         `budget_headroom`, else the class default."""
-        return self._headroom if self._headroom is not None else self._positive("budget_headroom",
-                                                                                 self.budget_headroom)
+        headroom = self._headroom if self._headroom is not None else self._positive("budget_headroom",
+                                                                                     self.budget_headroom)
+        if headroom >= self.limit:
+            raise ValueError(f"connection {self.conn_id!r}: budget_headroom {headroom} leaves nothing of hourly_limit "
+                             f"{self.limit}; keep it below the limit")
+        return headroom
 
     def _positive(self, name: str, default: int) -> int:
         value = (self.connection.extra_dejson or {}).get(name, default)
@@ -120,8 +127,12 @@ class ItsPerfectHook(VendorHttpHook):
 
     @property
     def budget_key(self) -> str:
-        """The budget's credential: the tenant's API URL (never a secret; the token travels in the query)."""
-        return self.base_url.lower()
+        """The budget's credential: the tenant's host (and port when one is given), so connections that spell
+        the URL differently share it, and nothing pasted into the URL besides the host is ever stored."""
+        url = urlsplit(self.base_url)
+        if not url.hostname:
+            raise ValueError(f"connection {self.conn_id!r}: {self.base_url!r} names no host")
+        return url.hostname.lower() + (f":{url.port}" if url.port else "")
 
     def _now(self) -> dt.datetime | None:
         return self._clock() if self._clock else None
@@ -132,13 +143,17 @@ class ItsPerfectHook(VendorHttpHook):
         _ = self.session                  # credentials checked and registered before the reservation
         reserve(self._db, BUDGET_VENDOR, self.budget_key, limit=self.limit, headroom=self.headroom,
                 now=self._now())
-        self._last_budget, self._last_remaining = None, None
+        self._last_remaining, self._last_reset = None, None
+        kwargs.setdefault("allow_redirects", False)    # a redirect would be a second request, with the token
         try:
             response = super()._send(method, url, _parse_json and _envelope is None, **kwargs)
         except VendorApiError as exc:
             if exc.status == 429 or (exc.status in PAST_LIMIT and self._last_remaining == 0):
-                # Past the limit (a 429, or what else it may answer with nothing remaining): never retried.
-                raise BudgetSpent(self._last_budget or self._budget_now(), 1) from None
+                # Past the limit (a 429, or what else it may answer with nothing remaining): never retried,
+                # and the window spent for every worker until the vendor's reset.
+                spent = exhaust(self._db, BUDGET_VENDOR, self.budget_key, reported_reset=self._last_reset,
+                                now=self._now())
+                raise BudgetSpent(spent, 1) from None
             raise
         return response if _envelope is None else self._records(method, url, response, _envelope)
 
@@ -151,14 +166,9 @@ class ItsPerfectHook(VendorHttpHook):
             return
         if response.status_code == 429:
             remaining = 0                 # a refusal: the window is spent, whatever else the header says
-        self._last_remaining = remaining
-        self._last_budget = reconcile(self._db, BUDGET_VENDOR, self.budget_key, remaining=remaining,
-                                      resets_at=resets_at, now=self._now())
-
-    def _budget_now(self) -> Budget:
-        with self._db() as conn:
-            return next(b for b in usage(conn, now=self._now())
-                        if (b.vendor, b.credential) == (BUDGET_VENDOR, self.budget_key))
+        self._last_remaining, self._last_reset = remaining, resets_at
+        reconcile(self._db, BUDGET_VENDOR, self.budget_key, remaining=remaining, resets_at=resets_at,
+                  now=self._now())
 
     # ---- answers ------------------------------------------------------------------------------
 
@@ -234,10 +244,30 @@ class ItsPerfectHook(VendorHttpHook):
         return records[0]
 
     def orders_by_reference(self, reference: str) -> list[dict]:
-        """The vendor's orders carrying `reference`: how an export whose answer was lost is found again."""
-        return list(self._list("orders", {"reference": reference}))
+        """The vendor's orders carrying exactly `reference`: how an export whose answer was lost is found again.
+
+        One page, one request. The vendor's docs name no filter by reference (vendors.md §3.3: `filter=` with an
+        undocumented syntax); a tenant that ignores the parameter would answer its whole order list, and taking
+        any of those for ours would mark an order sent that never was: an answer holding another reference is
+        an error, for a person to look at, never "not found" (which would send the order again)."""
+        records, _ = self.request("GET", "/orders", params={"reference": reference, "page": 1,
+                                                             "limit": self.page_size}, _envelope="orders")
+        others = sorted({str(r.get("reference")) for r in records if r.get("reference") != reference})
+        if others:
+            raise VendorApiError(self.vendor, "GET", "/orders", 200,
+                                 f"asked for the orders with reference {reference!r}, got others too "
+                                 f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})",
+                                 hint="this tenant does not filter orders by reference: whether the order was "
+                                      "created is unknown; look it up in ItsPerfect before anything is sent again")
+        missing = [r for r in records if not isinstance(r.get("id"), int)]
+        if missing:
+            raise VendorApiError(self.vendor, "GET", "/orders", 200, f"an order with reference {reference!r} "
+                                 "without a numeric id", hint="unexpected response shape; nothing was recorded")
+        return records
 
     def test_connection(self) -> tuple[bool, str]:
+        """One request, no retries: a person is waiting for the answer."""
+        self.max_attempts = 1
         try:
             return super().test_connection()
         except BudgetSpent as exc:        # the form's test must not fail with a traceback in the budget's hour

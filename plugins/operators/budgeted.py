@@ -15,9 +15,9 @@ from typing import Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator
 
-from etl.request_budget import BudgetSpent
+from etl.request_budget import VENDOR_CLOCK_MARGIN, BudgetSpent
 
-RESUME_MARGIN = dt.timedelta(seconds=5)        # the vendor's clock may run a little behind the database's
+RESUME_MARGIN = VENDOR_CLOCK_MARGIN + dt.timedelta(seconds=1)   # the budget reopens that long after the reset
 
 
 class BudgetedOperator(BaseOperator):

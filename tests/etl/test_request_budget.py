@@ -158,3 +158,31 @@ def test_reserve_refuses_what_could_never_fit_and_an_open_transaction(db_url, co
     with pytest.raises(ValueError, match="outside a transaction"):
         rb.reserve(conn, "itsperfect", "misuse", limit=750, headroom=15, now=at(10))
     conn.rollback()
+
+
+def test_a_vendor_window_reopens_only_after_a_margin_for_its_clock(db_url, conn):
+    with connect(db_url, autocommit=True) as own:
+        rb.reserve(own, "itsperfect", "margin", limit=750, headroom=15, now=at(10, 30))
+        rb.reconcile(own, "itsperfect", "margin", remaining=0, resets_at=at(11), now=at(10, 31))
+        with pytest.raises(rb.BudgetSpent):          # our clock says 11:00:02; the vendor's may not yet
+            rb.reserve(own, "itsperfect", "margin", limit=750, headroom=15, now=at(11, 0, 2))
+        reopened = rb.reserve(own, "itsperfect", "margin", limit=750, headroom=15, now=at(11) + rb.VENDOR_CLOCK_MARGIN)
+    assert (reopened.used, reopened.window_source) == (1, "clock")
+
+
+def test_a_vendor_refusal_spends_the_window_for_everyone_until_its_reset_or_a_backoff(db_url, conn):
+    with connect(db_url, autocommit=True) as own:
+        rb.reserve(own, "itsperfect", "refused", limit=750, headroom=15, now=at(10, 30))
+        # the vendor refused at 10:40 with its reset at 11:00 (it counted calls we never made)
+        spent = rb.exhaust(own, "itsperfect", "refused", reported_reset=at(11), now=at(10, 40))
+        assert (spent.used, spent.left, spent.resets_at) == (750, 0, at(11))
+        with pytest.raises(rb.BudgetSpent) as refused:
+            rb.reserve(own, "itsperfect", "refused", limit=750, headroom=15, now=at(10, 41))
+        assert refused.value.resets_at == at(11)
+        # at 11:00:06 our clock opened a new window, but the vendor's lags: it refuses with its old reset moment,
+        # which is already past for us; the window is held for the backoff instead of being sent into again
+        rb.reserve(own, "itsperfect", "refused", limit=750, headroom=15, now=at(11, 0, 6))
+        held = rb.exhaust(own, "itsperfect", "refused", reported_reset=at(11), now=at(11, 0, 7))
+        assert held.resets_at == at(11, 1, 7) and held.left == 0
+        with pytest.raises(rb.BudgetSpent):
+            rb.reserve(own, "itsperfect", "refused", limit=750, headroom=15, now=at(11, 0, 30))

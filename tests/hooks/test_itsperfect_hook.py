@@ -161,6 +161,18 @@ def test_create_order_returns_the_vendors_order_and_a_refusal_is_readable_and_no
     assert [r["status"] for r in calls(sandbox, "orders")] == [200, 400]
 
 
+def test_an_order_is_found_by_its_exact_reference_in_one_request_or_the_lookup_says_it_cannot_tell(hook, sandbox):
+    hook.create_order(order("R-200"))
+    hook.create_order(order("R-2000"))
+    assert [o["reference"] for o in hook.orders_by_reference("R-200")] == ["R-200"]
+    assert hook.orders_by_reference("R-300") == []
+    assert len(calls(sandbox, "orders")) == 4                 # two POSTs, one GET each lookup
+    sandbox.control("itsperfect", filters_orders_by_reference=False)   # a tenant that ignores the parameter
+    with pytest.raises(VendorApiError, match="got others too") as raised:
+        hook.orders_by_reference("R-300")                     # "not found" here would send the order again
+    assert "does not filter orders by reference" in str(raised.value)
+
+
 def test_a_5xx_get_is_retried_a_5xx_post_is_not(hook, sandbox, budgets):
     sandbox.faults("itsperfect", burst_5xx=2)
     assert len(list(hook.warehouses())) == 4
@@ -204,3 +216,21 @@ def test_no_token_password_or_username_in_debug_logs_or_errors(connection, budge
     assert "/itsperfect/api/v2/warehouses" in output and "token=***" in output   # urllib3's lines, redacted
     for secret in (itsp.TOKEN, itsp.PASSWORD, itsp.USERNAME, WRONG_TOKEN, WRONG_PASSWORD):
         assert secret not in output
+
+
+def test_the_budget_is_the_tenants_host_however_the_url_is_spelled(sandbox, monkeypatch, db_url):
+    port = sandbox.url.rsplit(":", 1)[1]
+    keys = []
+    for n, host in enumerate((f"{sandbox.url}/itsperfect/api/v2", f"HTTP://user:pw@127.0.0.1:{port}/itsperfect/api/v2/")):
+        monkeypatch.setenv(f"AIRFLOW_CONN_ITSPERFECT_SPELLING_{n}", json.dumps(
+            {**itsp.airflow_connection(sandbox.url), "host": host}))
+        keys.append(ItsPerfectHook(f"itsperfect_spelling_{n}", conninfo=db_url).budget_key)
+    assert keys == [f"127.0.0.1:{port}"] * 2                # one budget; nothing of the URL but the host is kept
+
+
+def test_a_headroom_that_leaves_nothing_is_refused_with_the_figures(sandbox, monkeypatch, db_url):
+    monkeypatch.setenv("AIRFLOW_CONN_ITSPERFECT_NOTHING_LEFT", json.dumps(
+        itsp.airflow_connection(sandbox.url, hourly_limit=40, budget_headroom=40)))
+    ok, message = ItsPerfectHook("itsperfect_nothing_left", conninfo=db_url).test_connection()
+    assert not ok and "budget_headroom 40 leaves nothing of hourly_limit 40" in message
+    assert sandbox.requests("itsperfect") == []

@@ -6,18 +6,20 @@ goes through the outbox itsperfect.order_exports, one row per order:
     (new order) --payload built; row committed with the watermark--> sending (attempts 1)
     (new order) --payload cannot be built-----------------------> refused (our error), alerted, nothing sent
     sending --POST answered with the vendor's order-------------> sent (itsperfect_id, itsperfect_number)
-    sending --POST refused (400/422)----------------------------> refused (the vendor's error), alerted
+    sending --POST refused (a 4xx with its error)---------------> refused (the vendor's error), alerted
     sending --POST failed otherwise, or the run died------------> sending: settled by the next run
     sending, next run --found by its reference------------------> sent, without a POST
     sending, next run --not found-------------> attempts + 1 (committed), the same payload POSTed again
+    sending, next run --not found after MAX_ATTEMPTS POSTs------> refused (the last answer), alerted
 
 A row is committed before its POST and completed in a commit of its own after it, so whatever instant a
 worker dies at, the next run either finds the row sent or looks the order up before it sends anything
-again. That lookup trusts that no POST of the dead try is still being processed by the vendor: Airflow's
-retry delay (minutes) is far longer than the hook's read timeout. A refusal is alerted in the transaction
-that records it (alerted_at), so no rerun alerts again; the run goes on with the other orders. A refused
-order is never sent again by itself: fix it, then `POST /itsperfect/order-exports/<order id>/retry` (the
-admin API deletes the refused row and moves the account's watermark back before the order).
+again. That lookup trusts that no POST of the dead try is still being processed by the vendor: the DAG
+retries after 5 minutes (dags/itsperfect_orders.py) and runs every 15, against the hook's 70 s for one
+POST. A refusal is alerted in the transaction that records it (alerted_at), so no rerun alerts again; the
+run goes on with the other orders. A refused order is never sent again by itself: fix it, then
+`POST /itsperfect/order-exports/<order id>/retry` (the admin API deletes the refused row and moves the
+account's watermark back before the order).
 
 New orders are found by commerce.orders.created_at above the watermark less OVERLAP: created_at is set
 when a row is inserted, not when its transaction commits, so an order may become visible after later ones
@@ -55,7 +57,11 @@ log = logging.getLogger(__name__)
 PIPELINE = "itsperfect_orders"
 # Longer than any transaction that inserts orders stays open before it commits.
 OVERLAP = dt.timedelta(minutes=5)
-REFUSALS = (400, 422)
+# 4xx answers that are not about this order: our credentials, a wrong URL or method, the budget.
+NOT_REFUSALS = (401, 403, 404, 405, 429)
+# POSTs of one order that the vendor neither created nor refused before it is given up on (refused, alerted):
+# an order the vendor fails on every time must not hold up the account's other orders for good.
+MAX_ATTEMPTS = 5
 
 
 class ExportError(RuntimeError):
@@ -172,10 +178,11 @@ class _AccountExport:
     def settle(self) -> None:
         with self.conn.transaction():
             rows = self.conn.execute(
-                "SELECT e.order_id, e.reference, e.connector, e.payload FROM itsperfect.order_exports e "
+                "SELECT e.order_id, e.reference, e.connector, e.payload, e.attempts, e.error "
+                "FROM itsperfect.order_exports e "
                 "JOIN commerce.orders o USING (order_id) WHERE o.account_id = %s AND e.state = 'sending' "
                 "ORDER BY e.created_at, e.order_id", (self.target.account_id,)).fetchall()
-        for order_id, reference, connector, payload in rows:
+        for order_id, reference, connector, payload, attempts, error in rows:
             self.read += 1
             if connector != self.target.connector:
                 raise ExportError(f"order {order_id} (reference {reference}) of account {self.target.account_id} "
@@ -190,6 +197,10 @@ class _AccountExport:
                                  f"{self.target.account_id}: cancel all but {found[0]['id']} in ItsPerfect")
                 self._complete(Pending(order_id, reference, payload), found[0])
                 self.report.settled_by_reference += 1
+                continue
+            if attempts >= MAX_ATTEMPTS:
+                self._refuse(Pending(order_id, reference, payload), f"not created after {attempts} attempts; the "
+                             f"last answer: {error or 'none (the run ended before it)'}")
                 continue
             with self.conn.transaction():
                 self.conn.execute("UPDATE itsperfect.order_exports SET attempts = attempts + 1 WHERE order_id = %s",
@@ -259,10 +270,13 @@ class _AccountExport:
         try:
             created = self.hook.create_order(pending.payload)
         except VendorApiError as exc:
-            if exc.status not in REFUSALS:
+            if not _refusal(exc):
                 log.error("order %s (reference %s) of account %s: the POST failed; its export stays 'sending' "
                           "and the next run looks it up by reference before it sends it again",
                           pending.order_id, pending.reference, self.target.account_id)
+                with self.conn.transaction():
+                    self.conn.execute("UPDATE itsperfect.order_exports SET error = %s WHERE order_id = %s "
+                                      "AND state = 'sending'", (ledger.redact_text(str(exc))[:2000], pending.order_id))
                 raise
             body = exc.body if isinstance(exc.body, dict) else {}
             self._refuse(pending, str(body.get("error") or exc.detail))
@@ -299,3 +313,11 @@ class _AccountExport:
         on_call.warn(ledger.redact_text(
             f"{what}. The order is not exported and is not sent again by itself: fix it, then "
             f"POST /itsperfect/order-exports/<order id>/retry (docs/integrations/itsperfect-admin-api.md)."))
+
+
+def _refusal(exc: VendorApiError) -> bool:
+    """A definite answer about this order: a 4xx with the vendor's `{"error": ...}` (the sandbox answers 400),
+    not one about our credentials, the URL or the budget. Anything else (5xx, timeouts) leaves the order's fate
+    unknown: it stays 'sending', is looked up by reference, and is given up on after MAX_ATTEMPTS."""
+    return (exc.status is not None and 400 <= exc.status < 500 and exc.status not in NOT_REFUSALS
+            and isinstance(exc.body, dict) and isinstance(exc.body.get("error"), str))

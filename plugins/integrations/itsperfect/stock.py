@@ -93,6 +93,9 @@ def refresh_warehouses(conn: psycopg.Connection, hook: ItsPerfectHook, connector
     """Upsert the tenant's warehouses in one transaction. One we hold that it no longer lists is marked
     inactive, never deleted: locations and accounts refer to it."""
     listed = [_warehouse_row(hook, connector, record) for record in hook.warehouses()]
+    if not listed:   # a token without the permission, or a glitch: never a reason to deactivate every warehouse
+        raise VendorApiError(hook.vendor, "GET", "/warehouses", 200, "the tenant listed no warehouse at all",
+                             hint="nothing was changed; check the API token's permissions (Settings > API)")
     with conn.transaction():
         if conn.execute("SELECT 1 FROM itsperfect.connectors WHERE connector = %s", (connector,)).fetchone() is None:
             raise LookupError(f"ItsPerfect connector {connector!r} is not registered in itsperfect.connectors: "
@@ -141,7 +144,11 @@ def pull_stock(conn: psycopg.Connection, hook: ItsPerfectHook, connector: str, *
 def _pull(conn: psycopg.Connection, hook: ItsPerfectHook, connector: str, ledger_id: int,
           report: StockReport) -> None:
     report.requests += refresh_warehouses(conn, hook, connector)["requests"]
-    for warehouse in _mapped(conn, connector):
+    mapped = _mapped(conn, connector)
+    with conn.transaction():          # a pass of a warehouse no longer pulled would resume, stale, some day
+        conn.execute("DELETE FROM itsperfect.stock_passes WHERE connector = %s AND NOT warehouse_id = ANY(%s)",
+                     (connector, [w.id for w in mapped if w.active]))
+    for warehouse in mapped:
         if not warehouse.active:
             report.inactive.append(warehouse.id)
             log.warning("%s: warehouse %d (%s) is inactive in ItsPerfect: not pulled; locations %s keep their "
@@ -169,7 +176,7 @@ def _mapped(conn: psycopg.Connection, connector: str) -> list[_Warehouse]:
 def _pull_warehouse(conn: psycopg.Connection, hook: ItsPerfectHook, connector: str, warehouse: _Warehouse,
                     ledger_id: int, report: StockReport) -> None:
     """Read the warehouse's pass from its next page to its end, one committed page at a time."""
-    page, page_count = _pass_start(conn, connector, warehouse.id)
+    page, page_count = _pass_start(conn, connector, warehouse)
     if page > 1:
         log.info("%s warehouse %d: resuming its stock pass at page %d of %s", connector, warehouse.id, page,
                  page_count)
@@ -212,13 +219,16 @@ def _pull_warehouse(conn: psycopg.Connection, hook: ItsPerfectHook, connector: s
                  done.quarantined, done.zeroed)
 
 
-def _pass_start(conn: psycopg.Connection, connector: str, warehouse_id: int) -> tuple[int, int | None]:
-    """The pass's next page and page count: a pass cut by the budget goes on, else a new one starts at 1."""
+def _pass_start(conn: psycopg.Connection, connector: str, warehouse: _Warehouse) -> tuple[int, int | None]:
+    """The pass's next page and page count: a pass cut by the budget goes on, else a new one starts at 1. A
+    pass started for other locations starts again: a location mapped since would miss the pages before."""
     with conn.transaction():
-        conn.execute("INSERT INTO itsperfect.stock_passes (connector, warehouse_id) VALUES (%s, %s) "
-                     "ON CONFLICT DO NOTHING", (connector, warehouse_id))
+        conn.execute("DELETE FROM itsperfect.stock_passes WHERE connector = %s AND warehouse_id = %s "
+                     "AND locations <> %s", (connector, warehouse.id, list(warehouse.locations)))
+        conn.execute("INSERT INTO itsperfect.stock_passes (connector, warehouse_id, locations) VALUES (%s, %s, %s) "
+                     "ON CONFLICT DO NOTHING", (connector, warehouse.id, list(warehouse.locations)))
         return conn.execute("SELECT next_page, page_count FROM itsperfect.stock_passes "
-                            "WHERE connector = %s AND warehouse_id = %s", (connector, warehouse_id)).fetchone()
+                            "WHERE connector = %s AND warehouse_id = %s", (connector, warehouse.id)).fetchone()
 
 
 def _stock_page(hook: ItsPerfectHook, warehouse_id: int, page: int) -> tuple[list, int]:
@@ -238,15 +248,17 @@ def _write_page(conn: psycopg.Connection, connector: str, warehouse: _Warehouse,
     counts = Counts(pages=1)
     rejects = ledger.QuarantineBuffer(PIPELINE, connector)
     sizes: list[stock_rows.Size] = []
+    listed: set[str] = set()          # barcodes of records rejected whole: held by the vendor, never zeroed
     for record in records:
         try:
             sizes.extend(stock_rows.flatten(record, warehouse.id))
         except Reject as exc:
             counts.read += 1
+            listed |= stock_rows.barcodes_in(record)
             key = record.get("itemNumber") if isinstance(record, dict) else None
             rejects.add(None if key is None else str(key), f"warehouse {warehouse.id}: {exc}", record)
     counts.read += len(sizes)
-    seen = sorted({size.barcode for size in sizes if size.barcode})
+    seen = sorted({size.barcode for size in sizes if size.barcode} | listed)
     known = {row[0] for row in conn.execute("SELECT barcode FROM commerce.products WHERE barcode = ANY(%s)",
                                             (seen,))}
     rows = []

@@ -101,3 +101,20 @@ def _whole(size: Mapping, field: str, barcode: str) -> int:
     if isinstance(value, str) and _WHOLE.match(value.strip()):
         return int(value.strip())
     raise Reject(f"barcode {barcode}: {field} is not a whole number: {value!r}")
+
+
+def barcodes_in(record: Any) -> set[str]:
+    """Every barcode anywhere in a record, however malformed: a record quarantined whole still lists its
+    barcodes, which the pass must not zero at its end (the vendor does hold them)."""
+    found: set[str] = set()
+    stack = [record]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            barcode = value.get("barcode")
+            if isinstance(barcode, str | int) and not isinstance(barcode, bool) and str(barcode).strip():
+                found.add(str(barcode).strip())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from airflow.sdk.exceptions import AirflowSkipException
+
 from etl import db
 from hooks.itsperfect import ItsPerfectHook
 from hooks.vendor_http import VendorApiError
@@ -66,9 +68,18 @@ def next_step(exc: BaseException, conn_id: str) -> str | None:
     return None
 
 
+def _still_on(conn_id: str | None, switch: str) -> None:
+    """Checked on every attempt: a task deferred for an hour must not go on after its switch was turned off."""
+    current = connector(conn_id) if conn_id else None
+    if current is None or not (current.active and getattr(current, switch)):
+        raise AirflowSkipException(f"ItsPerfect connector {conn_id} has `active` or `{switch}` switched off now "
+                                   "(or no longer exists): nothing done")
+
+
 def pull_stock(connector_id: str, context) -> dict:
     scope = Scope("ItsPerfect connector", connector_id, more=FAILURES_TABLE)
     with reported(context, scope, next_step=lambda exc: next_step(exc, connector_id)), db.connect() as conn:
+        _still_on(connector_id, "get_stock")
         report = stock.pull_stock(conn, ItsPerfectHook(connector_id), connector_id, run_id=context["run_id"])
         return report.as_dict()
 
@@ -78,5 +89,6 @@ def export_account(account_id: str, context) -> dict:
         conn_id = dict(orders.accounts_to_export(conn)).get(account_id)
     scope = Scope("account", account_id, name=f"{account_id} (connector {conn_id})", more=FAILURES_TABLE)
     with reported(context, scope, next_step=lambda exc: next_step(exc, conn_id)), db.connect() as conn:
+        _still_on(conn_id, "create_orders")
         report = orders.export_orders(conn, ItsPerfectHook(conn_id), account_id, run_id=context["run_id"])
         return report.as_dict()

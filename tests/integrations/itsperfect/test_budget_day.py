@@ -18,7 +18,7 @@ import threading
 import pytest
 
 from etl import db
-from etl.request_budget import BudgetSpent
+from etl.request_budget import VENDOR_CLOCK_MARGIN, BudgetSpent
 from hooks.itsperfect import ItsPerfectHook
 from integrations.itsperfect import orders, stock
 from sandbox import itsperfect as itsp
@@ -49,7 +49,9 @@ class SimulatedClock:
         return dt.datetime.now(UTC) + dt.timedelta(seconds=self.offset)
 
     def advance_past(self, moment: dt.datetime) -> None:
-        self.sandbox.control("itsperfect", advance_clock_seconds=(moment - self()).total_seconds() + 1)
+        """To the moment the budget reopens after the reset `moment`, as the deferred operator waits."""
+        wait = moment + VENDOR_CLOCK_MARGIN - self()
+        self.sandbox.control("itsperfect", advance_clock_seconds=wait.total_seconds() + 1)
         self.read()
 
 

@@ -91,3 +91,16 @@ def test_a_spent_budget_defers_the_task_until_the_reset_and_it_resumes_without_a
     assert sum(h["refused"] for h in state["hours"]) == 0      # nothing was ever sent past the limit
     assert all(h["total"] <= 12 for h in state["hours"])
     assert shop.location_quantities() == shop.expected_quantities()
+
+
+def test_a_task_resumed_after_its_switch_was_turned_off_does_nothing(shop, sandbox, monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from integrations.itsperfect import tasks
+
+    connection(monkeypatch, sandbox, active=True, get_stock=False, create_orders=False)
+    with pytest.raises(AirflowSkipException, match="get_stock"):
+        tasks.pull_stock(CONNECTOR, {"run_id": "resumed"})
+    with pytest.raises(AirflowSkipException, match="create_orders"):
+        tasks.export_account("brand", {"run_id": "resumed"})
+    assert sandbox.requests("itsperfect") == []

@@ -21,6 +21,7 @@ from etl import watermarks
 from etl.request_budget import BudgetSpent
 from hooks.itsperfect import ItsPerfectHook
 from hooks.vendor_http import VendorApiError
+from integrations.itsperfect import orders
 from integrations.itsperfect.orders import PIPELINE, ExportError, accounts_to_export, export_orders
 from sandbox import itsperfect as itsp
 
@@ -264,6 +265,24 @@ def test_a_post_without_a_usable_answer_fails_the_run_and_the_next_run_settles_i
     assert export(db_url).as_dict() == next_run
     assert [o["reference"] for o in received(sandbox)] == ["ACME-1001"]
     assert shop.exports()["o-1"][:2] == ("sent", received(sandbox)[0]["id"])
+
+
+def test_an_order_the_vendor_fails_on_every_time_is_given_up_after_five_posts_alerted_once(shop, sandbox, db_url,
+                                                                                          webhook):
+    shop.order(1)
+    sandbox.faults("itsperfect", only_path="/orders", only_method="POST", error_rate=1.0)
+    for _ in range(orders.MAX_ATTEMPTS):                # each run: looked up (absent), POSTed, failed
+        with pytest.raises(VendorApiError, match="HTTP 503"):
+            export(db_url)
+    assert posts(sandbox) == orders.MAX_ATTEMPTS and webhook == []
+
+    assert export(db_url).as_dict() == report(refused=1, skipped=1)   # given up on: the run succeeds, sends nothing
+    assert posts(sandbox) == orders.MAX_ATTEMPTS and received(sandbox) == []
+    state, error = shop.exports()["o-1"][0], shop.exports()["o-1"][4]
+    assert state == "refused" and "not created after 5 attempts" in error and "HTTP 503" in error
+    assert len(webhook) == 1 and "o-1" in webhook[0]
+    export(db_url)
+    assert len(webhook) == 1
 
 
 def test_an_account_that_cannot_export_or_is_busy_sends_nothing(shop, sandbox, db_url):

@@ -16,6 +16,7 @@ import requests
 
 from etl.request_budget import BudgetSpent
 from hooks.itsperfect import ItsPerfectHook
+from integrations.itsperfect import stock, stock_rows
 from integrations.itsperfect.stock import StockPullCut, pull_stock, refresh_warehouses
 from sandbox import itsperfect as itsp
 
@@ -326,3 +327,49 @@ def test_a_list_that_shrank_below_the_next_page_ends_the_pass(conn, sandbox, clo
     assert held == vendor_stock(sandbox, 1)
     assert conn.execute("SELECT count(*) FROM itsperfect.stock_passes").fetchone()[0] == 0
     conn.rollback()
+
+
+def test_a_location_mapped_while_a_pass_is_cut_gets_a_whole_pass(conn, sandbox, clock, make_hook, ours):
+    ours({"loc-a": 1})
+    counted = sandbox.state("itsperfect")["calls_this_hour"]
+    with pytest.raises(StockPullCut):
+        pull_stock(conn, make_hook(ItsPerfectHook.request_limit - (counted + 1 + 3)), CONNECTOR, run_id="r1")
+    with conn.transaction():
+        conn.execute("INSERT INTO itsperfect.connector_locations (location_id, connector, warehouse_id) "
+                     "VALUES ('loc-b', %s, 1)", (CONNECTOR,))
+    clock.move(advance_clock_seconds=3600)
+    since = len(sandbox.requests("itsperfect"))
+
+    pull_stock(conn, make_hook(), CONNECTOR, run_id="r2")
+
+    assert stock_calls(sandbox, since)[0] == (1, 1)            # started again, for both locations
+    assert quantities(conn, "loc-a") == quantities(conn, "loc-b") == vendor_stock(sandbox, 1)
+
+
+def test_a_record_quarantined_whole_keeps_its_barcodes_at_the_end_of_the_pass(conn, sandbox, make_hook, ours):
+    ours({"loc-a": 1})
+    pull_stock(conn, make_hook(), CONNECTOR, run_id="r1")
+    held = quantities(conn, "loc-a")
+    record = next(vendor_pages(sandbox, 1))
+    barcode = record["warehouses"][0]["colors"][1]["sizes"][0]["barcode"]     # a colour left whole
+    broken = {**record, "warehouses": [{**record["warehouses"][0], "colors": [
+        {**record["warehouses"][0]["colors"][0], "sizes": None}, *record["warehouses"][0]["colors"][1:]]}]}
+    warehouse = stock._Warehouse(1, "Warehouse 1", True, ("loc-a",))
+    ledger_id = ledger_rows(conn)[-1][0]
+    with conn.transaction():
+        conn.execute("INSERT INTO itsperfect.stock_passes (connector, warehouse_id, locations) "
+                     "VALUES (%s, 1, '{loc-a}')", (CONNECTOR,))
+        counts = stock._write_page(conn, CONNECTOR, warehouse, [broken], ledger_id)
+        zeroed = stock._end_pass(conn, CONNECTOR, warehouse)
+
+    assert counts.quarantined == 1
+    after = quantities(conn, "loc-a")
+    assert after[barcode] == held[barcode] and any(held[barcode][6:])   # quarantined, yet held upstream: kept
+    assert zeroed == sum(1 for b, row in held.items() if b not in stock_rows.barcodes_in(broken) and any(row[6:]))
+
+
+def test_barcodes_are_found_anywhere_in_a_malformed_record():
+    record = {"itemNumber": "X", "warehouses": [{"colors": [{"sizes": None}, {"sizes": [
+        {"barcode": "8718192021544"}, {"barcode": 8718192021551}, {"barcode": ""}, {"barcode": True}]}]}]}
+    assert stock_rows.barcodes_in(record) == {"8718192021544", "8718192021551"}
+    assert stock_rows.barcodes_in("not a record") == set()

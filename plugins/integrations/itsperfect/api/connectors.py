@@ -82,9 +82,10 @@ def register_connector(connection_id: ConnectorId, conn: Conn, request: Request)
     conn.execute("INSERT INTO itsperfect.connectors (connector) VALUES (%s) ON CONFLICT (connector) DO NOTHING",
                  (connection_id,))
     problem = None
+    hook = ItsPerfectHook(connection_id, conninfo=request.app.state.database)
+    hook.max_attempts = 1             # a person is waiting for the answer: no retries with backoff
     try:
-        stock.refresh_warehouses(conn, ItsPerfectHook(connection_id, conninfo=request.app.state.database),
-                                 connection_id)
+        stock.refresh_warehouses(conn, hook, connection_id)
     except (VendorApiError, BudgetSpent, ValueError) as exc:   # ValueError: a field of the connection is missing
         problem = f"the warehouses could not be read now ({exc}); the stock DAG reads them every hour"
     return {**_one(conn, connection_id), "warehouses_error": problem}
