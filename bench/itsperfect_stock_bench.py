@@ -57,11 +57,11 @@ def _seed(url: str, twin: itsp.ItsPerfectSandbox, warehouse_id: int) -> None:
         conn.commit()
 
 
-def run_size(url: str, sandbox_url: str, env: dict, barcodes: int) -> dict:
+def run_size(url: str, sandbox_url: str, env: dict, twin: itsp.ItsPerfectSandbox, barcodes: int) -> dict:
+    """`twin` has had every control call the sandbox had: barcodes are numbered across warehouses."""
     warehouse_id = 900 + barcodes // 1000
     spec = {"generate_warehouse": {"id": warehouse_id, "barcodes": barcodes}, "hourly_limit": 100_000}
     _control(sandbox_url, spec)
-    twin = itsp.ItsPerfectSandbox(SandboxState())
     twin.control(spec)
     _seed(url, twin, warehouse_id)
     before = len(_requests(sandbox_url))
@@ -72,7 +72,8 @@ def run_size(url: str, sandbox_url: str, env: dict, barcodes: int) -> dict:
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     made = _requests(sandbox_url)[before:]
     warehouses = len(twin.warehouses)
-    figures.update(barcodes=barcodes, items=len(twin.held[warehouse_id]),
+    figures.update(barcodes=barcodes, items=len(twin.held[warehouse_id]), quarantined=figures["report"]["counts"]
+                   ["quarantined"],
                    stock_requests=sum(1 for r in made if r["path"].endswith("/stock")),
                    warehouse_requests=sum(1 for r in made if r["path"].endswith("/warehouses")),
                    stock_minimum=math.ceil(len(twin.held[warehouse_id]) / PAGE_ITEMS),
@@ -97,15 +98,16 @@ def main() -> dict:
                 f"AIRFLOW_CONN_{CONNECTOR.upper()}": json.dumps(itsp.airflow_connection(sandbox_url,
                                                                                           hourly_limit=100_000)),
             })
+            twin = itsp.ItsPerfectSandbox(SandboxState())
             for size in sizes:
-                figures = run_size(url, sandbox_url, env, size)
+                figures = run_size(url, sandbox_url, env, twin, size)
                 results.append(figures)
                 print(f"{size:>7,} barcodes ({figures['items']:,} items): {figures['seconds']:6.1f} s "
                       f"({figures['rows'] / figures['seconds']:,.0f} rows/s), /stock requests "
                       f"{figures['stock_requests']} (minimum {figures['stock_minimum']}), /warehouses requests "
                       f"{figures['warehouse_requests']} (minimum {figures['warehouse_minimum']}), rows "
-                      f"{figures['rows']:,}, peak RSS {figures['peak_rss_mb']:.0f} MB "
-                      f"(baseline {figures['baseline_rss_mb']:.0f} MB)", flush=True)
+                      f"{figures['rows']:,} ({figures['quarantined']} quarantined), peak RSS "
+                      f"{figures['peak_rss_mb']:.0f} MB (baseline {figures['baseline_rss_mb']:.0f} MB)", flush=True)
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=30)

@@ -24,6 +24,7 @@ import psycopg
 import yaml
 
 from etl.ledger import redact_text
+from etl.request_budget import BudgetSpent
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class Credential:
 
 @dataclass(frozen=True)
 class Checked:
-    """One check's outcome; `skipped`: not called (the budget), the previous outcome stands."""
+    """One check's outcome; `skipped`: not called (once a day) or refused by the vendor's request budget before
+    anything was sent: the previous outcome stands."""
 
     credential_id: str
     ok: bool
@@ -181,6 +183,15 @@ def verify(conn: psycopg.Connection, declared: Iterable[Credential], now: dt.dat
 def _check(conn: psycopg.Connection, credential: Credential, now: dt.datetime) -> Checked:
     try:
         learned = credential.check(conn)
+    except BudgetSpent as exc:         # the vendor's budget is spent for now: not a verdict on the credential
+        conn.rollback()
+        log.info("%s (%s): not checked now, %s; its previous outcome stands", credential.name,
+                 credential.credential_id, exc)
+        last_error = conn.execute("SELECT last_verify_error FROM etl.credentials WHERE credential_id = %s",
+                                  (credential.credential_id,)).fetchone()
+        conn.commit()
+        error = last_error[0] if last_error else None
+        return Checked(credential.credential_id, error is None, skipped=True, error=error)
     except CheckFailed as exc:
         conn.rollback()
         error = redact_text(str(exc))[:ERROR_LIMIT]

@@ -13,6 +13,7 @@ from etl.credentials import Credential, load_external
 
 def declared_credentials(conn: psycopg.Connection) -> list[Credential]:
     """Every credential the platform uses: each integration's, and include/credentials.yaml's."""
+    from integrations.itsperfect.credentials import declare as itsperfect
     from integrations.trustfile.credentials import declare as trustfile
 
-    return [*trustfile(conn), *load_external()]
+    return [*trustfile(conn), *itsperfect(conn), *load_external()]

@@ -8,13 +8,12 @@ token from our signups and each consented QuickBooks company's refresh token. A 
 TrustFile connection it serves (NULL: all of them), and its users are the DAGs below, declared next to the
 code they run (a test keeps them true to dags/).
 
-An Airflow connection may carry two extras for the registry, entered in its form with the secret they
-describe: `owner` and `expires_at` (yyyy-mm-dd, or ISO 8601 with offset). Secrets stay sealed in the
-declarations and are decrypted inside a check only.
+An Airflow connection may carry two extras for the registry, `owner` and `expires_at`
+(hooks.connection_credentials). Secrets stay sealed in the declarations and are decrypted inside a check
+only.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -22,12 +21,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import psycopg
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from etl.credentials import CheckFailed, Credential
-from etl.encryption import EncryptionError, decrypt
+from etl.encryption import decrypt
 from etl.oauth_tokens import fingerprint
+from hooks.connection_credentials import airflow_connection, extras, refusals
 from hooks.qbo import QboHook, RefreshTokenRefused
 from hooks.servicetrade import ServiceTradeHook
 from hooks.trustfile import TrustFileHook
@@ -97,7 +95,7 @@ def _host_logins(companies: list[_Company]) -> Iterator[Credential]:
         if company.host_system == "servicetrade" and company.host_conn_id:
             served.setdefault(company.host_conn_id, []).append(company)
     default = ServiceTradeHook.default_conn_name
-    if default not in served and _extras(default) is not None:
+    if default not in served and extras(default) is not None:
         served[default] = []
     for conn_id, users in sorted(served.items()):
         if len(users) == 1:
@@ -110,59 +108,8 @@ def _host_logins(companies: list[_Company]) -> Iterator[Credential]:
                            used_by=SYNC_DAGS if users else (), notes=notes)
 
 
-def _airflow(hook_class: type[VendorHttpHook], conn_id: str, name: str, *, used_by: tuple[str, ...],
-             scope: str | None = None, once_a_day: bool = False, notes: str | None = None) -> Credential:
-    """An Airflow connection, its owner and expiry from its extras; checked by its hook's test_connection."""
-    extra = _extras(conn_id) or {}
-    expires_at, problem = _expiry(extra.get("expires_at"), conn_id)
-    return Credential(f"airflow:{conn_id}", INTEGRATION, "airflow_connection", name, scope=scope,
-                      owner=extra.get("owner") or OWNER, expires_at=expires_at, used_by=used_by, notes=notes,
-                      check=partial(_check_connection, hook_class, conn_id, problem), once_a_day=once_a_day)
-
-
-def _extras(conn_id: str) -> dict | None:
-    """The connection's extras, or None when Airflow has no such connection."""
-    try:
-        extra = BaseHook.get_connection(conn_id).extra_dejson
-    except AirflowNotFoundException:
-        return None
-    return extra if isinstance(extra, dict) else {}
-
-
-def _expiry(value: object, conn_id: str) -> tuple[dt.datetime | None, str | None]:
-    if value in (None, ""):
-        return None, None
-    text = str(value).strip()
-    try:
-        moment = (dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc) if len(text) == 10
-                  else dt.datetime.fromisoformat(text))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        return None, (f"extra expires_at {text!r} of connection {conn_id!r} is not a date (yyyy-mm-dd, or ISO 8601 "
-                      "with an offset): correct it in the connection form")
-    return moment, None
-
-
-@contextlib.contextmanager
-def _refusals(what: str) -> Iterator[None]:
-    """What a check can meet becomes CheckFailed naming what was checked; anything else (a bug) still raises."""
-    try:
-        yield
-    except AirflowNotFoundException as exc:
-        raise CheckFailed(f"{what}: {exc} (add it in Admin > Connections, or correct the id that names it)") from None
-    except (VendorApiError, ValueError, KeyError, TypeError, EncryptionError) as exc:
-        raise CheckFailed(f"{what}: {exc}") from None
-
-
-def _check_connection(hook_class: type[VendorHttpHook], conn_id: str, problem: str | None,
-                      conn: psycopg.Connection) -> None:
-    if problem:
-        raise CheckFailed(problem)
-    with _refusals(f"Airflow connection {conn_id!r}"):
-        works, message = hook_class(conn_id).test_connection()
-    if not works:
-        raise CheckFailed(message)
+def _airflow(hook_class: type[VendorHttpHook], conn_id: str, name: str, **kwargs) -> Credential:
+    return airflow_connection(hook_class, conn_id, name, integration=INTEGRATION, owner=OWNER, **kwargs)
 
 
 # ---- what each company holds ----------------------------------------------------------------------------
@@ -178,7 +125,7 @@ def _company_tokens(companies: list[_Company]) -> Iterator[Credential]:
 
 def _check_company_token(connection_id: str, sealed: bytes, conn: psycopg.Connection) -> None:
     """TrustFileHook.get_company: the cheapest call that needs the company token."""
-    with _refusals(f"the company token of connection {connection_id}"):
+    with refusals(f"the company token of connection {connection_id}"):
         token = decrypt(sealed)
         register_secret(token)                  # it travels in the URL path
         try:
@@ -215,7 +162,7 @@ def _refresh_tokens(conn: psycopg.Connection, companies: list[_Company]) -> Iter
 def _check_refresh_token(connection_id: str, realm_id: str, sealed: bytes, conn: psycopg.Connection) -> dt.datetime:
     """One COUNT(*) query through the shared token row (refreshing only when the access token is old);
     returns the expiry Intuit gave with the last refresh (x_refresh_token_expires_in)."""
-    with _refusals(f"QuickBooks company {realm_id} (connection {connection_id})"):
+    with refusals(f"QuickBooks company {realm_id} (connection {connection_id})"):
         seed = json.loads(decrypt(sealed))["refresh_token"]
         try:
             QboHook(QBO_APP_CONN_ID, realm_id=realm_id, refresh_token=seed).check_credentials()
