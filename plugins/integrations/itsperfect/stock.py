@@ -212,7 +212,7 @@ def _pull_warehouse(conn: psycopg.Connection, hook: ItsPerfectHook, connector: s
         outcome = f"cut by the request budget; resumes at page {page} after {exc.resets_at.isoformat()}"
         raise
     finally:
-        log.info("%s warehouse %d (%s): %s; %d pages, %d rows for %d locations: %d inserted, %d updated, "
+        log.info("%s warehouse %d (%s): %s; %d pages, %d rows for %d location(s): %d inserted, %d updated, "
                  "%d unchanged, %d quarantined, %d zeroed", connector, warehouse.id, warehouse.name,
                  outcome or f"stopped by an error at page {page} (the pages before it are committed)",
                  done.pages, done.rows, len(warehouse.locations), done.inserted, done.updated, done.unchanged,
