@@ -10,11 +10,13 @@ from sandbox.core import SandboxState, StateFile, control_app
 from sandbox.itsperfect import ItsPerfectSandbox
 from sandbox.qbo import QboSandbox
 from sandbox.servicetrade import ServiceTradeSandbox
+from sandbox.trackvia import TrackViaSandbox
 from sandbox.trustfile import TrustFileSandbox
 
 READ_ONLY_METHODS = ("GET", "HEAD", "OPTIONS")
 CHANGING_GETS = ("/qbo/connect/oauth2",      # the consent page issues a code
-                 "/itsperfect/")             # every ItsPerfect call counts against its hourly limit
+                 "/itsperfect/",             # every ItsPerfect call counts against its hourly limit
+                 "/trackvia/")               # ... and every TrackVia call against the gateway's
 
 
 def build_app(seed: int = 7, qbo_records: int = 40, servicetrade_jobs: int = 240,
@@ -22,7 +24,8 @@ def build_app(seed: int = 7, qbo_records: int = 40, servicetrade_jobs: int = 240
     """`state_file`: keep the vendors' data there across restarts (loaded now, saved after each change)."""
     state = SandboxState(seed)
     vendors = [QboSandbox(state, per_entity=qbo_records), TrustFileSandbox(state),
-               ServiceTradeSandbox(state, jobs=servicetrade_jobs), ItsPerfectSandbox(state)]
+               ServiceTradeSandbox(state, jobs=servicetrade_jobs), ItsPerfectSandbox(state),
+               TrackViaSandbox(state)]
     store = StateFile(state_file, state, vendors) if state_file is not None else None
     restored = store.load() if store is not None else False
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from sandbox import itsperfect, qbo, servicetrade, trustfile
+from sandbox import itsperfect, qbo, servicetrade, trackvia, trustfile
 
 SANDBOX_REALMS = qbo.REALMS
 
@@ -58,6 +58,10 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
             "login": servicetrade.USERNAME, "password": servicetrade.PASSWORD,
         },
         # The demo tenant's connector, switched on: `make up` registers it and maps the demo's locations.
+        "trackvia_default": {
+            "conn_type": "trackvia", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trackvia",
+            "password": trackvia.TOKEN, "extra": {"api_key": trackvia.USER_KEY},
+        },
         "itsperfect_default": {
             "description": SANDBOX_DESCRIPTION,
             **itsperfect.airflow_connection(sandbox_url, active=True, create_orders=True, get_stock=True),

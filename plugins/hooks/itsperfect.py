@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
-from etl import db
-from etl.request_budget import BudgetSpent, exhaust, reconcile, reserve
+from etl.request_budget import BudgetSpent, reconcile
+from hooks.budgeted_http import BudgetedHttpHook
 from hooks.paging import Page, PageNumbers, header_count
-from hooks.vendor_http import REDACTOR, VendorApiError, VendorHttpHook
+from hooks.vendor_http import REDACTOR, VendorApiError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ REMAINING, RESETS_AT = "X-Request-Limit-Remaining", "X-Request-Limit-Date"
 PAST_LIMIT = (401, 403, 503)
 
 
-class ItsPerfectHook(VendorHttpHook):
+class ItsPerfectHook(BudgetedHttpHook):
     vendor = "ItsPerfect"
+    budget_vendor = BUDGET_VENDOR
     conn_name_attr = "itsperfect_conn_id"
     default_conn_name = "itsperfect_default"
     conn_type = "itsperfect"
@@ -58,16 +59,9 @@ class ItsPerfectHook(VendorHttpHook):
     # The collection key of a resource when it is not the resource's own name (vendors.md §3.2).
     envelopes: ClassVar[dict[str, str]] = {"purchaseOrders": "purchaseorders"}
 
-    def __init__(self, conn_id: str | None = None, *, conninfo: str | None = None, headroom: int | None = None,
-                 clock: Callable[[], dt.datetime] | None = None, **kwargs):
-        """`conninfo`: the integrations database holding the request budget (default: `integrations_db`);
-        `clock`: the budget's clock (default: the database's; a simulation passes the sandbox's)."""
+    def __init__(self, conn_id: str | None = None, **kwargs):
         super().__init__(conn_id, **kwargs)
-        self._conninfo = conninfo
-        self._clock = clock
-        self._headroom = headroom
         self._last_remaining: int | None = None
-        self._last_reset: dt.datetime | None = None
 
     # ---- connection, auth and secrets ---------------------------------------------------------
 
@@ -98,63 +92,15 @@ class ItsPerfectHook(VendorHttpHook):
 
     # ---- the request budget -------------------------------------------------------------------
 
-    def _db(self):
-        return db.connect(self._conninfo)
-
-    @property
-    def limit(self) -> int:
-        """The tenant's requests per hour: the connection's `hourly_limit`, else the vendor's 750."""
-        return self._positive("hourly_limit", self.request_limit)
-
-    @property
-    def headroom(self) -> int:
-        """Requests of each hour kept back for the vendor's own calls: the argument, the connection's
-        `budget_headroom`, else the class default."""
-        headroom = self._headroom if self._headroom is not None else self._positive("budget_headroom",
-                                                                                     self.budget_headroom)
-        if headroom >= self.limit:
-            raise ValueError(f"connection {self.conn_id!r}: budget_headroom {headroom} leaves nothing of hourly_limit "
-                             f"{self.limit}; keep it below the limit")
-        return headroom
-
-    def _positive(self, name: str, default: int) -> int:
-        value = (self.connection.extra_dejson or {}).get(name, default)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"connection {self.conn_id!r}: extra {name} must be a whole number, not {value!r}")
-        return value
-
-    @property
-    def budget_key(self) -> str:
-        """The budget's credential: the tenant's host (and port when one is given), so connections that spell
-        the URL differently share it, and nothing pasted into the URL besides the host is ever stored."""
-        url = urlsplit(self.base_url)
-        if not url.hostname:
-            raise ValueError(f"connection {self.conn_id!r}: {self.base_url!r} names no host")
-        return url.hostname.lower() + (f":{url.port}" if url.port else "")
-
-    def _now(self) -> dt.datetime | None:
-        return self._clock() if self._clock else None
+    def past_limit(self, error: VendorApiError) -> bool:
+        """A 429, or what else it may answer with nothing remaining (vendors.md §3.4 does not say)."""
+        return error.status == 429 or (error.status in PAST_LIMIT and self._last_remaining == 0)
 
     def _send(self, method: str, url: str, _parse_json: bool = False, _envelope: str | None = None,
               **kwargs: Any) -> Any:
-        """One attempt: reserve it from the budget, send it, check the envelope when one is named."""
-        _ = self.session                  # credentials checked and registered before the reservation
-        reserve(self._db, BUDGET_VENDOR, self.budget_key, limit=self.limit, headroom=self.headroom,
-                now=self._now())
-        self._last_remaining, self._last_reset = None, None
-        kwargs.setdefault("allow_redirects", False)    # a redirect would be a second request, with the token
-        try:
-            response = super()._send(method, url, _parse_json and _envelope is None, **kwargs)
-        except VendorApiError as exc:
-            if exc.status == 429 or (exc.status in PAST_LIMIT and self._last_remaining == 0):
-                # Past the limit (a 429, or what else it may answer with nothing remaining): never retried,
-                # and the window spent for every worker until the vendor's reset.
-                spent = exhaust(self._db, BUDGET_VENDOR, self.budget_key, reported_reset=self._last_reset,
-                                now=self._now())
-                raise BudgetSpent(spent, 1) from None
-            raise
+        """One attempt, from the budget; the envelope checked when one is named."""
+        self._last_remaining = None
+        response = super()._send(method, url, _parse_json and _envelope is None, **kwargs)
         return response if _envelope is None else self._records(method, url, response, _envelope)
 
     def _on_answer(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -167,7 +113,7 @@ class ItsPerfectHook(VendorHttpHook):
         if response.status_code == 429:
             remaining = 0                 # a refusal: the window is spent, whatever else the header says
         self._last_remaining, self._last_reset = remaining, resets_at
-        reconcile(self._db, BUDGET_VENDOR, self.budget_key, remaining=remaining, resets_at=resets_at,
+        reconcile(self._db, self.budget_vendor, self.budget_key, remaining=remaining, resets_at=resets_at,
                   now=self._now())
 
     # ---- answers ------------------------------------------------------------------------------

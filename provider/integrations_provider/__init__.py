@@ -78,6 +78,24 @@ CONNECTION_TYPES = [
                                 "schema": {"type": ["integer", "null"], "default": 30}},
         },
     },
+    {
+        "connection-type": "trackvia",
+        "hook-class-name": "hooks.trackvia.TrackViaHook",
+        "hook-name": "TrackVia",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Account base URL (/openapi is appended)", "password": "API user's auth token"},
+            "placeholders": {"host": "https://go.trackvia.com"},
+        },
+        "conn-fields": {
+            # Masked in the form (not a name Airflow recognises): the hook registers it as a secret.
+            "api_key": {"label": "API key (sent as ?user_key=)", "schema": _SECRET},
+            "hourly_limit": {"label": "Requests an hour (TrackVia publishes no limit: our guess)",
+                             "schema": {"type": ["integer", "null"], "default": 5000}},
+            "budget_headroom": {"label": "Requests an hour kept back for the account's other API users",
+                                "schema": {"type": ["integer", "null"], "default": 50}},
+        },
+    },
 ]
 
 
@@ -85,7 +103,8 @@ def get_provider_info() -> dict:
     return {
         "package-name": "integrations-provider",
         "name": "Integrations platform",
-        "description": "Connection types for QuickBooks Online, Avalara TrustFile, ServiceTrade and ItsPerfect.",
+        "description": ("Connection types for QuickBooks Online, Avalara TrustFile, ServiceTrade, ItsPerfect "
+                        "and TrackVia."),
         "versions": ["0.1.0"],
         "connection-types": CONNECTION_TYPES,
     }

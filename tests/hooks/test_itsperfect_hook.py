@@ -10,27 +10,15 @@ import math
 
 import pytest
 
-from etl.request_budget import BudgetSpent, usage
-from hooks.itsperfect import BUDGET_VENDOR, ItsPerfectHook
+from etl.request_budget import BudgetSpent
+from hooks.itsperfect import ItsPerfectHook
 from hooks.vendor_http import VendorApiError
 from sandbox import itsperfect as itsp
 
 WRONG_TOKEN = "wrong-itsp-token-77c1"
 WRONG_PASSWORD = "wrong-itsp-password-91"
 
-
-@pytest.fixture
-def budgets(conn, db_url):
-    conn.execute("TRUNCATE etl.request_budgets")
-    conn.commit()
-
-    def read():
-        conn.rollback()
-        found = [b for b in usage(conn) if b.vendor == BUDGET_VENDOR]
-        conn.rollback()
-        return found[0] if found else None
-
-    return read
+HOOK = ItsPerfectHook                     # whose budget the `budgets` fixture reads
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ import json
 from airflow.providers_manager import ProvidersManager
 pm = ProvidersManager()
 print(json.dumps({
-    "hooks": {t: pm.hooks[t].hook_class_name for t in ("qbo", "trustfile", "servicetrade", "itsperfect")
+    "hooks": {t: pm.hooks[t].hook_class_name for t in ("qbo", "trustfile", "servicetrade", "itsperfect", "trackvia")
               if pm.hooks.get(t)},
     "qbo_labels": pm.field_behaviours.get("qbo", {}).get("relabeling"),
     "widgets": sorted(k for k in pm.connection_form_widgets
-                      if k.startswith(("extra__qbo__", "extra__trustfile__", "extra__itsperfect__"))),
+                      if k.startswith(("extra__qbo__", "extra__trustfile__", "extra__itsperfect__",
+                                       "extra__trackvia__"))),
 }))
 """
 
@@ -30,7 +31,8 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["hooks"] == {"qbo": "hooks.qbo.QboHook", "trustfile": "hooks.trustfile.TrustFileHook",
                               "servicetrade": "hooks.servicetrade.ServiceTradeHook",
-                              "itsperfect": "hooks.itsperfect.ItsPerfectHook"}
+                              "itsperfect": "hooks.itsperfect.ItsPerfectHook",
+                              "trackvia": "hooks.trackvia.TrackViaHook"}
     assert found["qbo_labels"]["password"] == "OAuth client secret"
     assert found["widgets"] == ["extra__itsperfect__active", "extra__itsperfect__api_token",
                                 "extra__itsperfect__budget_headroom", "extra__itsperfect__create_orders",
@@ -39,6 +41,8 @@ def test_connection_types_are_registered_with_labels_and_extra_fields(tmp_path):
                                 "extra__qbo__authorize_url",
                                 "extra__qbo__minorversion", "extra__qbo__oauth_endpoint_url", "extra__qbo__realm_id",
                                 "extra__qbo__refresh_token",
+                                "extra__trackvia__api_key", "extra__trackvia__budget_headroom",
+                                "extra__trackvia__hourly_limit",
                                 "extra__trustfile__provisioning_url"]
 
 
@@ -53,4 +57,5 @@ def test_only_the_secret_extras_are_named_so_that_airflow_masks_them():
 
     for connection_type in CONNECTION_TYPES:
         for name, field in connection_type.get("conn-fields", {}).items():
-            assert masked(name) == (field["schema"].get("format") == "password"), (connection_type["hook-name"], name)
+            secret = masked(name)
+            assert secret == (field["schema"].get("format") == "password"), (connection_type["hook-name"], name)

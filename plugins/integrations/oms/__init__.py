@@ -1,0 +1,1 @@
+"""OMS-Pro, the business's TrackVia app: payments linked to tickets, completed dates, table sweeps."""
