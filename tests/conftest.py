@@ -215,11 +215,16 @@ class SandboxControl:
 
 
 @pytest.fixture
-def sandbox(sandbox_url):
+def sandbox(sandbox_url, request):
+    """The session's sandbox, reset around the test. API users must never delete OMS-Pro records: after
+    every test but the sandbox's own tests of DELETE, TrackVia has received none (issue 12's acceptance)."""
     control = SandboxControl(sandbox_url)
     control.reset()
     yield control
+    deletes = control.state("trackvia")["delete_requests"]
     control.reset()
+    if request.node.get_closest_marker("deletes_in_trackvia") is None:
+        assert deletes == 0, f"{request.node.nodeid} sent {deletes} DELETE request(s) to TrackVia"
 
 
 # ---- the extractor API served for real: uvicorn on 127.0.0.1 under /extractor, as the Airflow plugin

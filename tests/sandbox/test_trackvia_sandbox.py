@@ -185,6 +185,7 @@ def test_missing_view_or_record_is_401_access_denied(api):
           "accessDenied", "DENIED!!! - Record: 41 either does not exist or you do not have access to it.")
 
 
+@pytest.mark.deletes_in_trackvia
 def test_delete_is_answered_as_the_vendor_does_and_counted(api, sandbox):
     assert api("DELETE", f"views/{VISITS}/records/3").status_code == 204
     assert api("GET", f"views/{VISITS}/records/3").status_code == 401
