@@ -31,6 +31,7 @@ import psycopg
 
 from etl import ledger, watermarks
 from etl.progress import Progress
+from etl.request_budget import BudgetSpent
 from hooks.trackvia import TrackViaHook
 from hooks.vendor_http import VendorApiError
 from integrations.oms.config import CompletedDateView, ConfigError, OmsConfig
@@ -149,8 +150,9 @@ def capture(conn: psycopg.Connection, hook: TrackViaHook, config: OmsConfig, *, 
     `conn` must be outside a transaction. Our PUTs move their records to the end of the view: the scan
     meets them there, and they are skipped by the version the PUT returned; the watermark goes past them, and
     the next run, reading from watermark - OVERLAP, sees them with their date set (already set, no PUT).
-    A failure (BudgetSpent included) leaves the watermark where it was: the next run reads the window again
-    and finds the records already stamped set."""
+    A failure leaves the watermark where it was, and so does a spent request budget (the ledger row closes as a
+    success, then BudgetSpent goes on for the operator to defer): the next attempt reads the window again and
+    finds the records already stamped set."""
     use: CompletedDateView = getattr(config.completed_dates, table)
     now = now or dt.datetime.now(dt.timezone.utc)
     report = CaptureReport(table, use.view)
@@ -167,15 +169,22 @@ def capture(conn: psycopg.Connection, hook: TrackViaHook, config: OmsConfig, *, 
             view_id = _checked_view(hook, config, use, table)
             total = _view_count(hook, view_id)
             report.lookups = 3                          # /views, the view's structure, its count
-            newest = _stamp(hook, view_id, use, since, total, now, page_size, report)
+            spent: BudgetSpent | None = None
+            try:
+                newest = _stamp(hook, view_id, use, since, total, now, page_size, report)
+            except BudgetSpent as exc:                  # a wait, not a failure: the rerun reads the window again
+                spent, newest = exc, None
             after = max(filter(None, (newest, current.value if current else None)), default=None)
-            if after is not None:
+            if after is not None and spent is None:
                 with conn.transaction():
                     watermarks.advance(conn, PIPELINE, table, "timestamp", after, run_id=run_id)
                 report.watermark_after = run.watermark_after = after.isoformat()
             run.counts = ledger.RunCounts(read=report.read, updated=report.updated,
                                           unchanged=report.already_set + report.not_completed)
-    log.info("%s: completed dates captured: %s", table, report.as_dict())
+    log.info("%s: completed dates %s: %s", table, "cut by the request budget" if spent else "captured",
+             report.as_dict())
+    if spent is not None:
+        raise spent
     return report
 
 

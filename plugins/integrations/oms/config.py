@@ -7,6 +7,7 @@ fails a DAG's first task with its name instead of writing to the wrong place.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,12 @@ import yaml
 from hooks.trackvia import TrackViaHook, ViewNotFound
 
 CONFIG_FILE = Path(__file__).resolve().parents[3] / "include" / "oms_pro.yaml"
+CONFIG_ENV = "OMS_PRO_CONFIG"          # another file, for a deployment whose OMS-Pro names things its own way
+
+
+def configured_file() -> Path:
+    """The file the DAGs read: $OMS_PRO_CONFIG, else include/oms_pro.yaml."""
+    return Path(os.environ.get(CONFIG_ENV) or CONFIG_FILE)
 
 
 class ConfigError(ValueError):
