@@ -11,8 +11,11 @@
   company `consent_realm` (or refuses with `error=access_denied` when `consent_denied`) and redirects
   with a code that is single-use, bound to its redirect_uri and dead after 10 minutes.
 - `query` (GET with `query=` or POST with an application/text body) for the grammar subset we use:
-  `SELECT * | COUNT(*) FROM <Entity> [WHERE MetaData.LastUpdatedTime >=|>|<|<= '<ts>' [AND …]]
-  [ORDERBY MetaData.LastUpdatedTime [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, 1-based, at most 1000.
+  `SELECT * | COUNT(*) FROM <Entity> [WHERE MetaData.LastUpdatedTime >=|>|<|<= '<ts>' | Id IN ('<id>', …)
+  [AND …]] [ORDERBY MetaData.LastUpdatedTime [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, 1-based, at most 1000.
+- An Invoice's `Balance` is its total less what payments apply to it (never below 0), kept current when a
+  payment is touched, deleted, voided (`void_payment`: amounts 0, LinkedTxn kept, `PrivateNote` "Voided",
+  as QBO voids) or added (`add_payment`); the invoice's LastUpdatedTime stays put.
 - `cdc` with its 30-day look-back and 1000-object cap; `companyinfo/<realm>`, which a consent reads to
   prove its token is for the company in the redirect.
 - `minorversion` required on every API call; Fault JSON bodies; 401 in the gateway's lowercase shape;
@@ -61,6 +64,7 @@ _QUERY = re.compile(
     re.IGNORECASE,
 )
 _CONDITION = re.compile(r"^\s*Meta[Dd]ata\.LastUpdatedTime\s*(>=|<=|>|<|=)\s*'([^']+)'\s*$")
+_ID_IN = re.compile(r"^\s*Id\s+IN\s*\(\s*('[^']*'(?:\s*,\s*'[^']*')*)\s*\)\s*$", re.IGNORECASE)
 
 
 def _stamp(moment: dt.datetime) -> str:
@@ -174,6 +178,7 @@ class QboSandbox:
     def control(self, payload: dict) -> dict:
         """Tests move the clock, tune limits, and change records."""
         for change in [*payload.get("touch", []), *payload.get("delete", []), *payload.get("restamp", []),
+                       *payload.get("void_payment", []), *payload.get("add_payment", []),
                        *([payload["spread"]] if "spread" in payload else [])]:
             self.realm_data(change["realm"])
         for realm in payload.get("generate", []):    # make a company's records now, not on its first query
@@ -215,7 +220,48 @@ class QboSandbox:
                 self._deleted.setdefault((gone["realm"], gone["entity"]), []).append(
                     {"domain": "QBO", "status": "Deleted", "Id": gone["id"], "MetaData": {"LastUpdatedTime": now}})
                 self._index.pop((gone["realm"], gone["entity"]), None)
-        return self.inspect()
+            for void in payload.get("void_payment", []):   # {"realm", "id"}: QBO's void keeps the links at 0
+                record = next(r for r in self._data[void["realm"]]["Payment"] if r["Id"] == void["id"])
+                for line in record["Line"]:
+                    line["Amount"] = 0.0
+                record.update({"TotalAmt": 0.0, "UnappliedAmt": 0.0, "PrivateNote": "Voided",
+                               "SyncToken": str(int(record["SyncToken"]) + 1)})
+                record["MetaData"]["LastUpdatedTime"] = now
+                self._index.pop((void["realm"], "Payment"), None)
+            added = [self._add_payment(now, **new) for new in payload.get("add_payment", [])]
+            for realm in {c["realm"] for c in [*payload.get("touch", []), *payload.get("delete", []),
+                                               *payload.get("void_payment", []), *payload.get("add_payment", [])]
+                          if c.get("entity", "Payment") == "Payment"}:
+                self._rebalance(self._data[realm])
+        return {**self.inspect(), "added_payments": added}
+
+    def _add_payment(self, now: str, *, realm: str, invoice_id: str, amount: float,
+                     txn_date: str | None = None) -> str:
+        """A payment applying `amount` to one invoice (caller holds the state lock); its new Id."""
+        data = self._data[realm]
+        taken = [int(r["Id"]) for rows in data.values() for r in rows]
+        taken += [int(r["Id"]) for (owner, _), rows in self._deleted.items() if owner == realm for r in rows]
+        txn_id = str(max(taken) + 1)
+        data["Payment"].append({
+            "Id": txn_id, "SyncToken": "0", "domain": "QBO", "TxnDate": txn_date or now[:10],
+            "TotalAmt": float(amount), "UnappliedAmt": 0.0, "CustomerRef": {"value": "50", "name": "Customer 0"},
+            "Line": [{"Amount": float(amount), "LinkedTxn": [{"TxnId": str(invoice_id), "TxnType": "Invoice"}]}],
+            "MetaData": {"CreateTime": now, "LastUpdatedTime": now}})
+        self._index.pop((realm, "Payment"), None)
+        return txn_id
+
+    @classmethod
+    def _rebalance(cls, data: dict[str, list[dict]]) -> None:
+        """Every invoice's Balance: its total less what the company's payments apply to it, never below 0."""
+        applied: dict[str, Decimal] = {}
+        for payment in data["Payment"]:
+            for line in payment["Line"]:
+                for link in line.get("LinkedTxn", []):
+                    if link.get("TxnType") == "Invoice":
+                        applied[link["TxnId"]] = applied.get(link["TxnId"], Decimal(0)) + Decimal(str(line["Amount"]))
+        for invoice in data["Invoice"]:
+            balance = Decimal(str(invoice["TotalAmt"])) - applied.get(invoice["Id"], Decimal(0))
+            invoice["Balance"] = cls._money(max(Decimal(0), balance))
 
     def _spread(self, realm: str, **bounds: str) -> None:
         """Every record of the company last updated evenly between `from` and `to` (ISO times), each entity
@@ -259,6 +305,7 @@ class QboSandbox:
                 updated = T0 + dt.timedelta(minutes=13 * n + kind_index)
                 rows.append(self._transaction(entity, str(next_id), n, updated, rng))
             data[entity] = rows
+        self._rebalance(data)
         return data
 
     @staticmethod
@@ -510,8 +557,12 @@ class QboSandbox:
         if entity not in ENTITIES:
             return _fault(400, "4001", "Invalid query", f"QueryValidationError: unknown entity {entity}")
         keys, ordered = self._sorted(realm, entity)
-        low, high = 0, len(ordered)
+        low, high, ids = 0, len(ordered), None
         for condition in re.split(r"\s+AND\s+", match["where"], flags=re.IGNORECASE) if match["where"] else []:
+            listed = _ID_IN.match(condition)
+            if listed:
+                ids = {value.strip().strip("'") for value in listed.group(1).split(",")}
+                continue
             cond = _CONDITION.match(condition)
             if not cond:
                 return _fault(400, "4001", "Invalid query", f"QueryValidationError: unsupported condition {condition}")
@@ -523,6 +574,8 @@ class QboSandbox:
                          "<=": (low, min(high, after)), "<": (low, min(high, before)),
                          "=": (max(low, before), min(high, after))}[op]
         rows = ordered[low:max(low, high)]
+        if ids is not None:
+            rows = [r for r in rows if r["Id"] in ids]
         if match["what"].upper() == "COUNT(*)":
             return {"QueryResponse": {"totalCount": len(rows)}, "time": _stamp(dt.datetime.now(dt.timezone.utc))}
         if not match["order"]:

@@ -258,7 +258,8 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
 
     maintenance = runs["integrations_maintenance"]["dag_run_id"]
     report = stack.xcom("integrations_maintenance", maintenance, "report_watermark_lag")
-    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand"}   # and the brand's order export
+    # and the brand's order export, and OMS-Pro's two tables
+    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand", "tickets", "site_visits"}
 
     # The ItsPerfect brand: both stores hold their warehouse's stock, its orders reached the tenant once.
     assert "ItsPerfect brand Demo Fashion (account demo-brand) -> connector itsperfect_default" in output
@@ -267,6 +268,11 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
     itsperfect = requests.get(f"{stack.sandbox}/_sandbox/state/itsperfect", timeout=30).json()
     assert sorted(o["reference"] for o in itsperfect["orders"]) == [f"demo-web-{n:04d}" for n in range(1, 6)]
     assert stack.query("SELECT state, count(*) FROM itsperfect.order_exports GROUP BY 1") == [("sent", 5)]
+
+    # OMS-Pro: every completed ticket and site visit of the sandbox's app has its completed date.
+    oms = requests.get(f"{stack.sandbox}/_sandbox/state/trackvia", timeout=30).json()
+    completed = [r for table in ("Tickets", "Site Visits") for r in oms["records"][table] if r["Status"] == "Completed"]
+    assert completed and all(r["Completed Date"] for r in completed) and oms["delete_requests"] == 0
 
     for dag_id in set(dag_ids) - {"trustfile_sync", "integrations_maintenance"}:
         run = runs[dag_id]
