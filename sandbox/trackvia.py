@@ -141,6 +141,7 @@ class TrackViaSandbox:
         self.clock_offset = 0.0
         self.hourly_limit = HOURLY_LIMIT
         self.delete_requests = self.put_requests = self.post_requests = 0
+        self.updates: dict[str, dict[int, int]] = {table: {} for table in TABLES}   # API PUTs landed per record
         self.windows: dict[int, dict] = {}              # clock-hour start -> {"calls", "refused"}
         self.ranges = {table: [[1, count]] for table, count in SEEDED.items()}   # generated ids
         self.changes: dict[str, dict[int, dict | None]] = {table: {} for table in TABLES}  # None: deleted
@@ -151,7 +152,8 @@ class TrackViaSandbox:
         the generated records themselves are remade from the seed."""
         return {**{name: getattr(self, name) for name in self.SETTINGS},
                 "windows": [[start, counts] for start, counts in self.windows.items()], "ranges": self.ranges,
-                "changes": {table: [[rid, rec] for rid, rec in rows.items()] for table, rows in self.changes.items()}}
+                "changes": {table: [[rid, rec] for rid, rec in rows.items()] for table, rows in self.changes.items()},
+                "updates": {table: [[rid, n] for rid, n in rows.items()] for table, rows in self.updates.items()}}
 
     def load(self, saved: dict) -> None:
         self.reset()
@@ -160,6 +162,7 @@ class TrackViaSandbox:
         self.windows = {int(start): dict(counts) for start, counts in saved["windows"]}
         self.ranges = {table: [list(r) for r in ranges] for table, ranges in saved["ranges"].items()}
         self.changes = {table: {int(rid): rec for rid, rec in saved["changes"].get(table, [])} for table in TABLES}
+        self.updates = {table: {int(rid): n for rid, n in saved.get("updates", {}).get(table, [])} for table in TABLES}
         self._build()
 
     def _build(self) -> None:
@@ -414,6 +417,9 @@ class TrackViaSandbox:
                     "refused_this_hour": counts["refused"], "now": _iso(self.now()),
                     "delete_requests": self.delete_requests, "put_requests": self.put_requests,
                     "post_requests": self.post_requests,
+                    # how many API PUTs landed on each record (a sweep resumed after a kill redoes none)
+                    "updates": {table: {str(rid): n for rid, n in rows.items()}
+                                for table, rows in self.updates.items()},
                     "counts": {table: len(rows) for table, rows in self.records.items()},
                     # a table's records when small enough to read here (the 10,000-ticket benchmark is not)
                     "records": {table: [self._render(table, rows[rid]) for rid in sorted(rows)]
@@ -470,6 +476,7 @@ class TrackViaSandbox:
             with self.state.lock:
                 table, rec = self._record(view_id, record_id)
                 rec = self._update(table, rec, body[0] if body else {}, API_USER)
+                self.updates[table][rec["id"]] = self.updates[table].get(rec["id"], 0) + 1
                 return {"structure": STRUCTURES[table], "data": [self._render(table, rec)], "totalCount": 1}
 
         @app.delete("/openapi/views/{view_id}/records/all")

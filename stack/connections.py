@@ -6,6 +6,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sandbox import itsperfect, qbo, servicetrade, trackvia, trustfile
 
 SANDBOX_REALMS = qbo.REALMS
+# The sandbox company of qbo_oms_pro (oms_payment_linking): the last one, as the demo consents from the first.
+OMS_PRO_REALM = qbo.REALMS[-1]
 
 # libpq parameters a URL may carry that etl.db passes on from the connection's extra.
 PASSED_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "options")
@@ -40,14 +42,22 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
     """Vendor connections pointing at `python -m sandbox`, with the sandbox's own demo credentials.
 
     qbo_default is the OAuth app only: companies come from the TrustFile consent, and a company of
-    its own would share (and fight over) the token row of the company consented first."""
+    its own would share (and fight over) the token row of the company consented first. qbo_oms_pro is the
+    company whose payments land on OMS-Pro tickets (oms_payment_linking): the sandbox's last company, with its
+    initial refresh token, which the demo's one QuickBooks tenant never consents (it takes the first free one)."""
+    oauth_endpoint_url = f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"
     return {
         "qbo_default": {
             "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
             "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
             # oauth_endpoint_url, not token_url: the connection form masks any extra named like "token".
-            "extra": {"oauth_endpoint_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer",
-                      "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
+            "extra": {"oauth_endpoint_url": oauth_endpoint_url, "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
+        },
+        "qbo_oms_pro": {
+            "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
+            "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
+            "extra": {"realm_id": OMS_PRO_REALM, "refresh_token": qbo.INITIAL_REFRESH_TOKENS[OMS_PRO_REALM],
+                      "oauth_endpoint_url": oauth_endpoint_url},
         },
         "trustfile_default": {
             "conn_type": "trustfile", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trustfile",

@@ -186,6 +186,18 @@ class TrackViaHook(BudgetedHttpHook):
 
         return Offsets(page_size, first=start).walk(page)
 
+    def count(self, view_id: int) -> int:
+        """The view's totalCount, from a one-record page."""
+        path = f"/views/{int(view_id)}"
+        body = self._envelope(path, self.request_json("GET", path, params={"start": 0, "max": 1}), list)
+        total = body.get("totalCount")
+        if isinstance(total, str) and total.isdigit():
+            total = int(total)
+        if not isinstance(total, int):
+            raise VendorApiError(self.vendor, "GET", path, 200, f"no usable totalCount ({total!r})",
+                                 hint="unexpected response shape; nothing was changed")
+        return total
+
     def record(self, view_id: int, record_id: int) -> dict:
         path = f"/views/{int(view_id)}/records/{int(record_id)}"
         return self._envelope(path, self.request_json("GET", path), dict)["data"]

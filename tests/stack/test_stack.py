@@ -18,6 +18,8 @@ import psutil
 import pytest
 import requests
 
+from stack.connections import OMS_PRO_REALM
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.stack
 
@@ -258,8 +260,8 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
 
     maintenance = runs["integrations_maintenance"]["dag_run_id"]
     report = stack.xcom("integrations_maintenance", maintenance, "report_watermark_lag")
-    # and the brand's order export, and OMS-Pro's two tables
-    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand", "tickets", "site_visits"}
+    # and the brand's order export, OMS-Pro's two tables, and the QuickBooks company linked to OMS-Pro
+    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand", "tickets", "site_visits", OMS_PRO_REALM}
 
     # The ItsPerfect brand: both stores hold their warehouse's stock, its orders reached the tenant once.
     assert "ItsPerfect brand Demo Fashion (account demo-brand) -> connector itsperfect_default" in output
@@ -273,6 +275,10 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
     oms = requests.get(f"{stack.sandbox}/_sandbox/state/trackvia", timeout=30).json()
     completed = [r for table in ("Tickets", "Site Visits") for r in oms["records"][table] if r["Status"] == "Completed"]
     assert completed and all(r["Completed Date"] for r in completed) and oms["delete_requests"] == 0
+    # and the payments of the QuickBooks company of qbo_oms_pro are on their tickets.
+    linked = dict(stack.query("SELECT status, count(*) FROM etl.run_ledger WHERE pipeline = 'oms_payment_linking' "
+                              "GROUP BY 1"))
+    assert linked.get("success", 0) >= 1 and any(r["QBO Payment IDs"] for r in oms["records"]["Tickets"])
 
     for dag_id in set(dag_ids) - {"trustfile_sync", "integrations_maintenance"}:
         run = runs[dag_id]

@@ -1,29 +1,14 @@
 """Completed-date capture (issue 12 item 4): OMS-Pro tickets and site visits whose status is the completed
 value and whose completed date is empty get it, from the date (UTC) of their `Status Changed`, else of the run.
 
-TrackVia has no modified-since filter (vendors.md §1.5): we read a view sorted by `Updated` (then id) and
-cut client-side at the watermark, the greatest `Updated` seen, minus OVERLAP.
-
-Paging with start/max over a view that people (and our own PUTs) edit while we read it: an edit stamps
-`Updated` with TrackVia's now, so the record jumps to the end and every record after its old place slides
-one place left; a plain `start += max` then skips the record that slid across the page boundary. `scan`
-pages by key instead of trusting positions: K is the greatest (Updated, id) read so far, and each page is
-read at `start + max - 1`, overlapping the previous page's last record. A page whose first record is at or
-before K proves that nothing after K lies before it (the view is sorted), so its records after K continue
-the scan with no gap; a page whose first record is after K means records slid left past it: step back
-(doubling the step) and read again. Keys only grow (an edit stamps now), so a record not yet read is always
-after K, and a record is given once per version: a record edited after we read it is met again at the end
-as its new version, which may need a date (it just became Completed).
-
-The first page is found the same way: from the view's last page, stepping back until the first record is at
-or before the cut. An hourly run with few changes reads one page whatever the table's size.
+TrackVia has no modified-since filter (vendors.md §1.5): we read a view sorted by `Updated` (then id) with
+`view_scan`, which loses no record edited while it pages, from the watermark (the greatest `Updated` seen)
+minus OVERLAP. An hourly run with few changes reads one page whatever the table's size.
 """
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -33,17 +18,15 @@ from etl import ledger, watermarks
 from etl.progress import Progress
 from etl.request_budget import BudgetSpent
 from hooks.trackvia import TrackViaHook
-from hooks.vendor_http import VendorApiError
 from integrations.oms.config import CompletedDateView, ConfigError, OmsConfig
+from integrations.oms.view_scan import UPDATED, scan, updated_of
 
 log = logging.getLogger(__name__)
 
 PIPELINE = "oms_completed_dates"
-UPDATED = "Updated"
 # Edits stamped in the same second as the watermark, and clock skew between TrackVia's servers.
 OVERLAP = dt.timedelta(minutes=10)
 PAGE_SIZE = 1000
-_LOWEST = (dt.datetime.min.replace(tzinfo=dt.timezone.utc), -1)
 
 Table = Literal["tickets", "site_visits"]
 
@@ -71,55 +54,6 @@ class CaptureReport:
 
     def as_dict(self) -> dict:
         return asdict(self) | {"requests": self.requests}
-
-
-def updated_of(record: dict) -> dt.datetime:
-    value = record.get(UPDATED)
-    return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc) if value else _LOWEST[0]
-
-
-def _key(record: dict) -> tuple[dt.datetime, int]:
-    return updated_of(record), int(record["id"])
-
-
-def scan(hook: TrackViaHook, view_id: int, since: dt.datetime | None, page_size: int = PAGE_SIZE, *,
-         total: int | None = None, pages: list[int] | None = None) -> Iterator[dict]:
-    """Every record version of the view with Updated >= `since` (all when None), in key order, each once,
-    lazily page by page; none lost to edits made between pages (see the module's docstring).
-
-    `total` (the view's totalCount) lets the first read start at the last page; `pages` gets one entry
-    (the start) per page read, for the caller's count of calls."""
-    if page_size < 2:
-        raise ValueError("page_size must be at least 2: each page overlaps its previous page by one record")
-    last = (since, -1) if since is not None else _LOWEST
-    start = max(0, (total or 0) - page_size) if since is not None else 0
-    step = page_size
-    while True:
-        page = list(itertools.islice(hook.records(view_id, page_size=page_size, start=start), page_size))
-        if pages is not None:
-            pages.append(start)
-        if start > 0 and (not page or _key(page[0]) > last):
-            start, step = max(0, start - step), step * 2     # records slid left past `start`: step back
-            continue
-        for record in page:
-            if _key(record) > last:
-                last = _key(record)
-                yield record
-        if len(page) < page_size:
-            return
-        start, step = start + page_size - 1, page_size
-
-
-def _view_count(hook: TrackViaHook, view_id: int) -> int:
-    """The view's totalCount from a one-record page (the hook's paging keeps it to itself)."""
-    body = hook.request_json("GET", f"/views/{view_id}", params={"start": 0, "max": 1})
-    total = body.get("totalCount") if isinstance(body, dict) else None
-    if isinstance(total, str) and total.isdigit():
-        total = int(total)
-    if not isinstance(total, int):
-        raise VendorApiError(hook.vendor, "GET", f"/views/{view_id}", 200, f"no usable totalCount ({total!r})",
-                             hint="unexpected response shape; nothing was changed")
-    return total
 
 
 def _checked_view(hook: TrackViaHook, config: OmsConfig, use: CompletedDateView, table: str) -> int:
@@ -167,7 +101,7 @@ def capture(conn: psycopg.Connection, hook: TrackViaHook, config: OmsConfig, *, 
         with ledger.ledgered_run(conn, info, atomic=False) as run:
             report.ledger_id = run.id
             view_id = _checked_view(hook, config, use, table)
-            total = _view_count(hook, view_id)
+            total = hook.count(view_id)
             report.lookups = 3                          # /views, the view's structure, its count
             spent: BudgetSpent | None = None
             try:
@@ -192,12 +126,14 @@ def _stamp(hook: TrackViaHook, view_id: int, use: CompletedDateView, since: dt.d
            now: dt.datetime, page_size: int, report: CaptureReport) -> dt.datetime | None:
     """PUT the date on every record that needs it; the greatest Updated seen (our PUTs' included)."""
     ours: dict[int, dt.datetime] = {}        # id -> Updated of the version our PUT made
+    edited: set[int] = set()                 # the ids we PUT: each moved its record to the view's end
     outcome: dict[int, str] = {}             # id -> updated / already_set / not_completed (updated sticks)
     pages: list[int] = []
     newest: dt.datetime | None = None
     progress = Progress(log)
     try:
-        for record in scan(hook, view_id, since, page_size, total=total, pages=pages):
+        for record in scan(hook, view_id, (since, -1) if since else None, page_size, total=total, pages=pages,
+                           edited=edited):
             rid, updated = int(record["id"]), updated_of(record)
             newest = max(newest or updated, updated)
             if ours.get(rid) == updated:
@@ -211,6 +147,7 @@ def _stamp(hook: TrackViaHook, view_id: int, use: CompletedDateView, since: dt.d
                 done = hook.update_record(view_id, rid, {use.completed_date: completed_date(record, use, now)})
                 report.puts += 1
                 ours[rid] = updated_of(done)
+                edited.add(rid)
                 newest = max(newest, ours[rid])
                 state = "updated"
             if outcome.get(rid) != "updated":

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from hooks.trackvia import TrackViaHook, ViewNotFound
+from integrations.oms.sweep_rules import SweepRule, check_rule, parse_sweeps
+from integrations.oms.view_scan import UPDATED
 
 CONFIG_FILE = Path(__file__).resolve().parents[3] / "include" / "oms_pro.yaml"
 CONFIG_ENV = "OMS_PRO_CONFIG"          # another file, for a deployment whose OMS-Pro names things its own way
@@ -57,6 +59,7 @@ class TicketPayments:
 
 @dataclass(frozen=True)
 class PaymentLinking:
+    qbo_connections: tuple[str, ...]     # Airflow connections of type qbo: one per QuickBooks company linked
     tickets: TicketPayments
 
 
@@ -88,14 +91,15 @@ class OmsConfig:
     app: str
     payment_linking: PaymentLinking
     completed_dates: CompletedDates
-    sweeps: dict[str, Any]
+    sweeps: dict[str, SweepRule]
     path: str = ""
 
-    def uses(self) -> list[tuple[str, TicketPayments | CompletedDateView]]:
-        """(pipeline, view use) for every view a pipeline reads or writes."""
+    def uses(self) -> list[tuple[str, TicketPayments | CompletedDateView | SweepRule]]:
+        """(pipeline, view use) for every view a pipeline reads or writes; a sweep is pipeline `sweep <name>`."""
         return [("payment_linking", self.payment_linking.tickets),
                 ("completed_dates", self.completed_dates.tickets),
-                ("completed_dates", self.completed_dates.site_visits)]
+                ("completed_dates", self.completed_dates.site_visits),
+                *((f"sweep {name}", rule) for name, rule in self.sweeps.items())]
 
 
 def load(path: Path | str = CONFIG_FILE) -> OmsConfig:
@@ -106,6 +110,8 @@ def load(path: Path | str = CONFIG_FILE) -> OmsConfig:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
     problems: list[str] = []
     config = _build(OmsConfig, document, "", problems, skip={"path"})
+    if config is not None:
+        config = dataclasses.replace(config, sweeps=parse_sweeps(config.sweeps, "sweeps", problems))
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return dataclasses.replace(config, path=str(path))
@@ -132,6 +138,11 @@ def _build(cls: type, data: Any, where: str, problems: list[str], skip: frozense
         kind, value = hints[key], data[key]
         if dataclasses.is_dataclass(kind):
             values[key] = _build(kind, value, dotted, problems)
+        elif typing.get_origin(kind) is tuple:
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+                problems.append(f"{dotted!r} must be a non-empty list of names, not {value!r}")
+            else:
+                values[key] = tuple(value)
         elif typing.get_origin(kind) is dict:
             if not isinstance(value, dict):
                 problems.append(f"{dotted!r} must be a mapping ({{}} for none), not {type(value).__name__}")
@@ -151,13 +162,19 @@ def _dotted(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def check_against(config: OmsConfig, hook: TrackViaHook) -> None:
-    """Every view the config names exists in the app, with every field named in its `structure`, and the
-    fields a pipeline writes are writable by the API user (`canUpdate`); one ConfigError naming them all."""
+SCHEDULED = ("payment_linking", "completed_dates")
+
+
+def check_against(config: OmsConfig, hook: TrackViaHook, pipelines: tuple[str, ...] = SCHEDULED) -> None:
+    """Every view `pipelines` use exists in the app, with every field named in its `structure`, and the
+    fields a pipeline writes are writable by the API user (`canUpdate`); one ConfigError naming them all.
+    A sweep (pipeline `sweep <name>`) is checked when it runs: a broken rule does not stop the others."""
     hook.app_id(config.app)                   # a wrong app name fails here, naming the app
     problems: list[str] = []
     structures: dict[str, list[dict] | None] = {}
     for pipeline, use in config.uses():
+        if pipeline not in pipelines:
+            continue
         if use.view not in structures:
             try:
                 structures[use.view] = hook.view(use.view, app=config.app)[1]
@@ -167,6 +184,10 @@ def check_against(config: OmsConfig, hook: TrackViaHook) -> None:
                                 f"used by {pipeline}")
         structure = structures[use.view]
         if structure is None:
+            continue
+        if isinstance(use, SweepRule):
+            problems += [f"{config.app} view {use.view!r}: {problem}, used by {pipeline}"
+                         for problem in check_rule(use, structure, required=(UPDATED,))]
             continue
         fields = {str(f.get("name")): f for f in structure}
         for name, writes in [(n, False) for n in use.reads] + [(n, True) for n in use.writes]:

@@ -2,7 +2,8 @@
 payment ids and paid status follow the QBO payments applied to its invoice.
 
 Each run (per QBO company, under the watermark claim) reads the payments changed between the watermark
-(minus OVERLAP) and the run's start, and the deletions CDC reports, and records each payment's part of each
+(minus OVERLAP) and the run's start, and the deletions (from CDC, or past its reach a listing of the
+company's payments), and records each payment's part of each
 invoice in oms.payment_links. For every invoice those changes touch, and every invoice still in
 oms.payment_reviews, the ticket's values are computed again from all of the invoice's live links (never
 added to what TrackVia holds), and only the fields that differ are PUT. An invoice without a ticket sends
@@ -10,7 +11,9 @@ its payments to oms.payment_reviews, retried every run against the fresh ticket 
 
 Links, reviews, the ledger row and the watermark commit in one transaction, after the PUTs. A crash between
 the PUTs and the commit is safe: the rerun reads the same window, computes the same values, finds the
-tickets already holding them and PUTs nothing.
+tickets already holding them and PUTs nothing. A spent TrackVia request budget is a wait, not a failure:
+links, reviews and watermark roll back, the ledger row closes as a success without a watermark_after, and
+BudgetSpent goes on for the operator to defer; the rerun PUTs only what was not yet sent.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 import psycopg
 
 from etl import ledger, watermarks
+from etl.request_budget import BudgetSpent
 from hooks.qbo import QboHook
 from hooks.trackvia import TrackViaHook
 from integrations.oms.config import OmsConfig, TicketPayments
@@ -35,6 +39,9 @@ OVERLAP = dt.timedelta(minutes=5)
 FIRST_RUN_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 # The watermark moves to the run's start, not to the newest payment seen: a quiet month would otherwise
 # leave it past CDC's 30-day reach.
+
+# QuickBooks' change feed reaches 30 days back; a day's margin for a run that starts near the edge.
+CDC_REACH = dt.timedelta(days=29)
 INVOICES_PER_QUERY = 100          # ids per `Id IN (...)`: keeps the query text short
 CENT = Decimal("0.01")
 
@@ -105,18 +112,31 @@ def link_payments(conn: psycopg.Connection, qbo: QboHook, trackvia: TrackViaHook
         report.watermark_before = current.value.isoformat() if current else None
         info = ledger.RunInfo(pipeline=PIPELINE, scope=realm, run_id=run_id, mode="incremental",
                               watermark_before=report.watermark_before, window_start=since.isoformat())
+        spent: BudgetSpent | None = None
         try:
             with ledger.ledgered_run(conn, info) as run:     # one transaction: links, reviews, watermark
                 report.ledger_id = run.id
-                changed = _record_changes(conn, qbo, realm, since, until, current is not None, report)
-                _update_tickets(conn, qbo, trackvia, config.app, use, realm, changed, report)
-                after = max(until, current.value) if current else until
-                watermarks.advance(conn, PIPELINE, realm, "timestamp", after, run_id=run_id)
-                report.watermark_after = run.watermark_after = after.isoformat()
-                run.counts = ledger.RunCounts(read=report.payments_read, inserted=report.sent_to_review,
+                try:
+                    with conn.transaction():                 # a savepoint: a spent budget undoes it whole
+                        changed = _record_changes(conn, qbo, realm, since, until, current is not None, report)
+                        _update_tickets(conn, qbo, trackvia, config.app, use, realm, changed, report)
+                        after = max(until, current.value) if current else until
+                        watermarks.advance(conn, PIPELINE, realm, "timestamp", after, run_id=run_id)
+                        report.watermark_after = run.watermark_after = after.isoformat()
+                except BudgetSpent as exc:                   # a wait, not a failure: the rerun reads the window again
+                    spent = exc
+                # Spent: the row closes as a success saying how far it got (the PUTs sent are in TrackVia), with
+                # no watermark_after; the links and reviews were rolled back with the watermark.
+                run.counts = ledger.RunCounts(read=report.payments_read,
+                                              inserted=0 if spent else report.sent_to_review,
                                               updated=report.tickets_updated, unchanged=report.unchanged)
         finally:
             report.api_calls = len(calls)
+    if spent is not None:
+        log.info("%s: payment linking cut by the request budget (links, reviews and watermark rolled back; "
+                 "the rerun finds the tickets already updated and does not PUT them again): %s", realm,
+                 report.as_dict())
+        raise spent
     log.info("%s: payments linked: %s", realm, report.as_dict())
     return report
 
@@ -146,19 +166,33 @@ def _record_changes(conn: psycopg.Connection, qbo: QboHook, realm: str, since: d
                             (realm, str(payment["Id"]), [link.invoice_id for link in links])).fetchall()
         changed.update(row[0] for row in left)
     if deletions:
-        answer = qbo.cdc(["Payment"], since)
-        if answer.capped:
-            raise RuntimeError(f"QBO CDC for company {realm} answered its 1000-object cap since {since.isoformat()}: "
-                               "deletions may be missing, so nothing was written; run again after narrowing the "
-                               "window (reset the watermark closer to now)")
-        gone = [str(row["Id"]) for row in answer.changes["Payment"] if row.get("status") == "Deleted"]
+        gone = _deleted_payments(conn, qbo, realm, since)
         report.payments_deleted = len(gone)
         if gone:
             rows = conn.execute("UPDATE oms.payment_links SET deleted = true, seen_at = now() "
-                                "WHERE realm = %s AND payment_id = ANY(%s) RETURNING invoice_id",
+                                "WHERE realm = %s AND payment_id = ANY(%s) AND NOT deleted RETURNING invoice_id",
                                 (realm, gone)).fetchall()
             changed.update(row[0] for row in rows)
     return changed
+
+
+def _deleted_payments(conn: psycopg.Connection, qbo: QboHook, realm: str, since: dt.datetime) -> list[str]:
+    """The payments QuickBooks deleted since `since`. CDC tells when it can: within its 30 days and under its
+    1000-object cap. Past either (a long pause, a bulk import) the company's payments are listed instead, and
+    every payment we hold a live link for that QuickBooks no longer lists is gone: one slower run, nothing lost,
+    nothing for on-call to reset."""
+    if dt.datetime.now(dt.timezone.utc) - since < CDC_REACH:
+        answer = qbo.cdc(["Payment"], since)
+        if not answer.capped:
+            return [str(row["Id"]) for row in answer.changes["Payment"] if row.get("status") == "Deleted"]
+        why = f"QuickBooks' change feed answered its 1000-object cap since {since.isoformat()}"
+    else:
+        why = f"{since.isoformat()} is beyond the 30 days QuickBooks' change feed reaches back"
+    log.warning("%s: %s: listing the company's payments to find the deleted ones", realm, why)
+    live = {str(payment["Id"]) for payment in qbo.query("Payment")}
+    held = conn.execute("SELECT DISTINCT payment_id FROM oms.payment_links WHERE realm = %s AND NOT deleted",
+                        (realm,)).fetchall()
+    return sorted(payment for (payment,) in held if payment not in live)
 
 
 def _affected_invoices(conn: psycopg.Connection, realm: str, changed: set[str]) -> list[str]:

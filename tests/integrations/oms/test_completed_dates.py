@@ -12,7 +12,7 @@ import pytest
 
 from hooks.trackvia import TrackViaHook
 from integrations.oms import completed_dates as cd
-from integrations.oms import config
+from integrations.oms import config, view_scan
 
 PAGE = 20
 
@@ -55,7 +55,7 @@ def test_records_edited_mid_scan_are_not_lost_where_plain_paging_loses_one(hook,
              + [{"table": "Tickets", "id": unread_needy, "fields": {"Priority": "Low"}},
                 {"table": "Tickets", "id": unread_open, "fields": {"Status": "Completed"}}])
 
-    scanning = cd.scan(hook, view_id, None, PAGE)
+    scanning = view_scan.scan(hook, view_id, None, PAGE)
     given = list(itertools.islice(scanning, first_pages))
     sandbox.control("trackvia", edit=edits)
     given += list(scanning)
@@ -132,3 +132,9 @@ def test_a_missing_field_fails_before_any_put(hook, sandbox, conn):
     assert sandbox.state("trackvia")["put_requests"] == 0
     status = conn.execute("SELECT status FROM etl.run_ledger WHERE run_id = 'test-broken'").fetchone()[0]
     assert status == "failed"
+
+
+def test_a_view_not_sorted_by_updated_is_refused_before_anything_is_given(hook):
+    view_id, _ = hook.view("All Tickets")             # sorted by Record ID: Updated jumps back and forth
+    with pytest.raises(view_scan.ViewNotSorted, match=f"view {view_id} is not sorted by Updated"):
+        next(view_scan.scan(hook, view_id, None, 50))

@@ -26,7 +26,9 @@ def test_the_shipped_file_loads_as_a_typed_tree():
     assert loaded.payment_linking.tickets.paid == config.PaidField("Paid", "Yes", "No")
     assert loaded.completed_dates.site_visits.view == "Site Visits by Updated"
     assert loaded.completed_dates.tickets.completed_value == "Completed"
-    assert loaded.sweeps == {}
+    assert sorted(loaded.sweeps) == ["cancelled_tickets_low_priority", "completed_visits_date_from_status_change",
+                                     "tickets_default_priority"]
+    assert loaded.sweeps["cancelled_tickets_low_priority"].set.value == "Low"
 
 
 def test_a_missing_and_an_unknown_key_are_both_named_with_the_file(tmp_path):
@@ -82,3 +84,46 @@ def test_a_missing_view_and_a_missing_field_are_both_named(hook, tmp_path):
     assert "OMS-Pro has no view 'Site Visits by Colour' (views: " in text and "Site Visits by Updated" in text
     assert "OMS-Pro view 'Tickets by Updated' has no field 'Closed On' (fields: " in text
     assert "Completed Date" in text.split("'Closed On'")[1]
+
+
+def test_the_shipped_file_links_the_sandbox_company_of_make_up():
+    assert config.load().payment_linking.qbo_connections == ("qbo_oms_pro",)
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "missing key 'payment_linking.qbo_connections'"),
+    ([], "'payment_linking.qbo_connections' must be a non-empty list of names, not []"),
+    ("qbo_oms_pro", "'payment_linking.qbo_connections' must be a non-empty list of names, not 'qbo_oms_pro'"),
+    (["qbo_oms_pro", ""], "'payment_linking.qbo_connections' must be a non-empty list of names"),
+    ({"qbo_oms_pro": True}, "'payment_linking.qbo_connections' must be a non-empty list of names"),
+], ids=["missing", "empty", "a name, not a list", "an empty name", "a mapping"])
+def test_qbo_connections_missing_empty_or_not_a_list_is_named(tmp_path, value, message):
+    document = json.loads(json.dumps(SEEDED))
+    if value is None:
+        del document["payment_linking"]["qbo_connections"]
+    else:
+        document["payment_linking"]["qbo_connections"] = value
+    path = write(tmp_path, document)
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value).startswith(path) and message in str(raised.value)
+
+
+def test_the_shipped_sweeps_match_the_seeded_app_and_a_broken_one_is_named_alone(hook, tmp_path):
+    loaded = config.load()
+    config.check_against(loaded, hook, pipelines=tuple(f"sweep {name}" for name in loaded.sweeps))
+    document = yaml.safe_load(config.CONFIG_FILE.read_text())
+    document["sweeps"]["tickets_default_priority"]["set"]["field"] = "Urgency"
+    broken = config.load(write(tmp_path, document))
+
+    config.check_against(broken, hook)                      # the scheduled pipelines do not use the sweep
+    with pytest.raises(config.ConfigError, match="view 'Tickets by Updated': no field 'Urgency', used by sweep "
+                                                 "tickets_default_priority"):
+        config.check_against(broken, hook, pipelines=("sweep tickets_default_priority",))
+
+
+def test_a_malformed_sweep_fails_the_load_naming_its_key(tmp_path):
+    document = yaml.safe_load(config.CONFIG_FILE.read_text())
+    del document["sweeps"]["tickets_default_priority"]["where"]
+    with pytest.raises(config.ConfigError, match="'sweeps.tickets_default_priority.where' must be a non-empty list"):
+        config.load(write(tmp_path, document))

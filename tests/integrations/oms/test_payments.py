@@ -145,6 +145,33 @@ def test_partial_payments_sum_and_a_voided_or_deleted_payment_reverses_its_part(
     assert run(conn, db_url, 6).tickets_updated == 0 and puts(sandbox) == before
 
 
+def test_past_the_change_feeds_30_days_a_deleted_payment_is_found_by_listing_the_companys_payments(
+        hooks, sandbox, conn, db_url):
+    """A long pause: the watermark is 40 days old, beyond what CDC answers (the sandbox refuses it as QBO does);
+    the run lists the company's payments instead, and the deleted one's ticket is reversed."""
+    qbo, _ = hooks
+    run(conn, db_url, 1)
+    cdc_calls = lambda: sum(1 for r in sandbox.requests("qbo") if r["path"].endswith("/cdc"))  # noqa: E731
+    within_reach = cdc_calls()
+    run(conn, db_url, 2)
+    assert cdc_calls() == within_reach + 1                 # within its reach, CDC tells the deletions
+    linked = conn.execute("SELECT payment_id, doc_number FROM oms.payment_links WHERE realm = %s AND NOT voided "
+                          "AND doc_number IS NOT NULL ORDER BY payment_id LIMIT 1", (REALM,)).fetchone()
+    assert tickets(sandbox)[linked[1]]["QBO Payment IDs"]
+    sandbox.control("qbo", delete=[{"realm": REALM, "entity": "Payment", "id": linked[0]}])
+    conn.execute("UPDATE etl.watermarks SET ts_value = now() - interval '40 days' WHERE pipeline = %s",
+                 (payments.PIPELINE,))
+    conn.commit()
+    cdc_before = cdc_calls()
+
+    report = run(conn, db_url, 3)
+
+    assert report.payments_deleted == 1 and report.tickets_updated == 1
+    assert cdc_calls() == cdc_before
+    assert linked[0] not in (tickets(sandbox)[linked[1]]["QBO Payment IDs"] or "")
+    assert_tickets_match_qbo(qbo, sandbox)
+
+
 def test_a_payment_without_a_ticket_waits_in_review_and_links_once_its_ticket_appears(hooks, sandbox, conn, db_url):
     qbo, _ = hooks
     invoice = next(i for i in qbo.query("Invoice") if i["DocNumber"] == "IN-177")
@@ -170,3 +197,38 @@ def test_a_payment_without_a_ticket_waits_in_review_and_links_once_its_ticket_ap
     assert added in tickets(sandbox)["IN-177"]["QBO Payment IDs"].split(", ")
     assert_tickets_match_qbo(qbo, sandbox)
     assert run(conn, db_url, 4).tickets_updated == 0 and puts(sandbox) == before + 1
+
+
+def test_a_spent_budget_is_a_wait_not_a_failure_and_the_rerun_repeats_no_put(hooks, sandbox, conn, db_url,
+                                                                             monkeypatch):
+    """TrackVia's budget runs out after 2 of the 6 PUTs: the ledger row closes as a success without a watermark,
+    links and watermark roll back, BudgetSpent goes on (the operator defers); the rerun sends the other 4."""
+    from etl.request_budget import BudgetSpent
+
+    qbo, _ = hooks
+    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
+        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
+         "extra": {"api_key": tv.USER_KEY, "hourly_limit": 6, "budget_headroom": 1}}))   # 3 lookups + 2 PUTs
+    conn.execute("TRUNCATE etl.run_ledger CASCADE")
+    conn.commit()
+    with pytest.raises(BudgetSpent):
+        run(conn, db_url, 1)
+    assert puts(sandbox) == 2
+    assert conn.execute("SELECT status, watermark_after, rows_updated, error FROM etl.run_ledger "
+                        "WHERE pipeline = %s", (payments.PIPELINE,)).fetchall() == [("success", None, 2, None)]
+    assert conn.execute("SELECT count(*) FROM oms.payment_links").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM etl.watermarks WHERE pipeline = %s",
+                        (payments.PIPELINE,)).fetchone()[0] == 0
+
+    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
+        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
+         "extra": {"api_key": tv.USER_KEY}}))
+    conn.execute("TRUNCATE etl.request_budgets")           # a new window, the default limit
+    conn.commit()
+    resumed = run(conn, db_url, 2)
+    paid = assert_tickets_match_qbo(qbo, sandbox)
+    put_paths = [r["path"] for r in sandbox.requests("trackvia") if r["method"] == "PUT"]
+    assert (resumed.tickets_updated, resumed.unchanged) == (paid - 2, 2)
+    assert len(put_paths) == paid == len(set(put_paths))   # no ticket PUT twice
+    assert [status for (status,) in conn.execute("SELECT status FROM etl.run_ledger WHERE pipeline = %s ORDER BY id",
+                                                 (payments.PIPELINE,))] == ["success", "success"]
