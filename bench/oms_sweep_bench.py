@@ -59,9 +59,8 @@ def main() -> dict:
         with bench_database("bench_oms") as url:
             with db.connect(url, autocommit=True) as conn:
                 migrate.migrate(conn)
-            os.environ["AIRFLOW_CONN_TRACKVIA_DEFAULT"] = json.dumps(
-                {"conn_type": "trackvia", "host": f"{sandbox_url}/trackvia", "password": tv.TOKEN,
-                 "extra": {"api_key": tv.USER_KEY, "hourly_limit": 100_000}})
+            os.environ["AIRFLOW_CONN_TRACKVIA_DEFAULT"] = json.dumps(tv.airflow_connection(sandbox_url,
+                                                                                          hourly_limit=100_000))
             _sandbox(sandbox_url, "PUT", "control/trackvia", {"generate_tickets": tickets, "hourly_limit": 100_000})
             for label, dry_run in (("dry run", True), ("real run", False), ("rerun", False)):
                 figures = results[label] = _run(url, sandbox_url, dry_run)

@@ -98,6 +98,13 @@ def _invalid(detail: str) -> ApiError:
     return ApiError(400, "invalidRequest", f"Invalid request submitted. {detail}")
 
 
+
+def airflow_connection(sandbox_url: str, *, token: str = TOKEN, user_key: str = USER_KEY, **extra) -> dict:
+    """The seeded app's account as an Airflow connection of type `trackvia`, as `make up`, the tests and the
+    benchmarks write it (`extra`: hourly_limit, budget_headroom)."""
+    return {"conn_type": "trackvia", "host": f"{sandbox_url}/trackvia", "password": token,
+            "extra": {"api_key": user_key, **extra}}
+
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc).isoformat()
 

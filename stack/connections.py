@@ -68,10 +68,7 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
             "login": servicetrade.USERNAME, "password": servicetrade.PASSWORD,
         },
         # The demo tenant's connector, switched on: `make up` registers it and maps the demo's locations.
-        "trackvia_default": {
-            "conn_type": "trackvia", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trackvia",
-            "password": trackvia.TOKEN, "extra": {"api_key": trackvia.USER_KEY},
-        },
+        "trackvia_default": {"description": SANDBOX_DESCRIPTION, **trackvia.airflow_connection(sandbox_url)},
         "itsperfect_default": {
             "description": SANDBOX_DESCRIPTION,
             **itsperfect.airflow_connection(sandbox_url, active=True, create_orders=True, get_stock=True),

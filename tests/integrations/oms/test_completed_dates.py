@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-import json
 
 import pytest
 
@@ -18,14 +17,11 @@ PAGE = 20
 
 
 @pytest.fixture
-def hook(sandbox, monkeypatch, db_url, conn):
-    from sandbox import trackvia as tv
+def hook(sandbox, trackvia_connection, db_url, conn):
 
     conn.execute("TRUNCATE etl.request_budgets, etl.watermarks")
     conn.commit()
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return TrackViaHook(conninfo=db_url)
 
 

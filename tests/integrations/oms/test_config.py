@@ -58,14 +58,11 @@ def test_malformed_values_are_named(tmp_path, document, message):
 
 
 @pytest.fixture
-def hook(sandbox, monkeypatch, db_url, conn):
-    from sandbox import trackvia as tv
+def hook(sandbox, trackvia_connection, db_url, conn):
 
     conn.execute("TRUNCATE etl.request_budgets")
     conn.commit()
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return TrackViaHook(conninfo=db_url)
 
 

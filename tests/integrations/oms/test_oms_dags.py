@@ -3,21 +3,16 @@ the dates stamped, a rerun that sends nothing, and a config naming a missing fie
 name before anything is written."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from sandbox import trackvia as tv
 from tests.task_logs import task_log
 
 
 @pytest.fixture
-def trackvia(airflow_db, conn, sandbox, monkeypatch):
+def trackvia(airflow_db, conn, sandbox, trackvia_connection):
     conn.execute("TRUNCATE etl.request_budgets, etl.watermarks, etl.run_ledger CASCADE")
     conn.commit()
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return sandbox
 
 

@@ -12,7 +12,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 from sandbox import qbo as qbo_sandbox
-from sandbox import trackvia as tv
 from tests.integrations.oms.test_payments import assert_tickets_match_qbo, puts, tickets
 from tests.task_logs import task_log
 
@@ -21,15 +20,13 @@ QBO_CONNECTION = {"conn_type": "qbo", "login": qbo_sandbox.CLIENT_ID, "password"
 
 
 @pytest.fixture
-def linking(airflow_db, conn, db_url, sandbox, monkeypatch):
+def linking(airflow_db, conn, db_url, sandbox, trackvia_connection, monkeypatch):
     """TrackVia and qbo_oms_pro (the sandbox's last company, its initial refresh token) on the sandbox."""
     conn.execute("TRUNCATE oms.payment_links, oms.payment_reviews, etl.oauth_tokens, etl.request_budgets, "
                  "etl.watermarks, etl.run_ledger CASCADE")
     conn.commit()
     monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     monkeypatch.setenv("AIRFLOW_CONN_QBO_OMS_PRO", json.dumps(
         {**QBO_CONNECTION, "host": f"{sandbox.url}/qbo",
          "extra": {"realm_id": REALM, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],

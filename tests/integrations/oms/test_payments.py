@@ -14,13 +14,12 @@ from hooks.qbo import QboHook
 from hooks.trackvia import TrackViaHook
 from integrations.oms import config, payments
 from sandbox import qbo as qbo_sandbox
-from sandbox import trackvia as tv
 
 REALM = qbo_sandbox.REALMS[0]
 
 
 @pytest.fixture
-def hooks(sandbox, db_url, conn, monkeypatch):
+def hooks(sandbox, db_url, conn, trackvia_connection, monkeypatch):
     """(QboHook, TrackViaHook) on the sandbox, the company's initial refresh token as the QBO tests set it."""
     conn.execute("TRUNCATE oms.payment_links, oms.payment_reviews, etl.oauth_tokens, etl.request_budgets, "
                  "etl.watermarks")
@@ -31,9 +30,7 @@ def hooks(sandbox, db_url, conn, monkeypatch):
          "password": qbo_sandbox.CLIENT_SECRET,
          "extra": {"realm_id": REALM, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],
                    "token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return QboHook(conninfo=db_url), TrackViaHook(conninfo=db_url)
 
 
@@ -200,15 +197,13 @@ def test_a_payment_without_a_ticket_waits_in_review_and_links_once_its_ticket_ap
 
 
 def test_a_spent_budget_is_a_wait_not_a_failure_and_the_rerun_repeats_no_put(hooks, sandbox, conn, db_url,
-                                                                             monkeypatch):
+                                                                             trackvia_connection):
     """TrackVia's budget runs out after 2 of the 6 PUTs: the ledger row closes as a success without a watermark,
     links and watermark roll back, BudgetSpent goes on (the operator defers); the rerun sends the other 4."""
     from etl.request_budget import BudgetSpent
 
     qbo, _ = hooks
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY, "hourly_limit": 6, "budget_headroom": 1}}))   # 3 lookups + 2 PUTs
+    trackvia_connection(hourly_limit=6, budget_headroom=1)   # 3 lookups + 2 PUTs
     conn.execute("TRUNCATE etl.run_ledger CASCADE")
     conn.commit()
     with pytest.raises(BudgetSpent):
@@ -220,9 +215,7 @@ def test_a_spent_budget_is_a_wait_not_a_failure_and_the_rerun_repeats_no_put(hoo
     assert conn.execute("SELECT count(*) FROM etl.watermarks WHERE pipeline = %s",
                         (payments.PIPELINE,)).fetchone()[0] == 0
 
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     conn.execute("TRUNCATE etl.request_budgets")           # a new window, the default limit
     conn.commit()
     resumed = run(conn, db_url, 2)

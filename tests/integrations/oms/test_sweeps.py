@@ -5,7 +5,6 @@ resumed neither redoes nor skips a record (counted per record at the sandbox); r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from hooks.trackvia import TrackViaHook
 from hooks.vendor_http import VendorApiError
 from integrations.oms import config, sweeps
 from integrations.oms.sweep_rules import parse_sweeps
-from sandbox import trackvia as tv
 
 ROOT = Path(__file__).resolve().parents[3]
 SWEEP = "cancelled_tickets_low_priority"
@@ -39,12 +37,10 @@ with db.connect(sys.argv[1]) as conn:
 
 
 @pytest.fixture
-def trackvia(sandbox, db_url, conn, monkeypatch):
+def trackvia(sandbox, db_url, conn, trackvia_connection):
     conn.execute("TRUNCATE oms.sweep_runs, oms.sweep_changes, etl.request_budgets CASCADE")
     conn.commit()
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return sandbox
 
 

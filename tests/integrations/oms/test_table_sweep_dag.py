@@ -3,23 +3,18 @@ that sends nothing and reports; a real run changes what the dry run reported and
 form value is refused before anything runs; a rule the app cannot run fails the first task by name."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from sandbox import trackvia as tv
 from tests.task_logs import task_log
 
 SWEEP = "cancelled_tickets_low_priority"
 
 
 @pytest.fixture
-def trackvia(airflow_db, conn, sandbox, monkeypatch):
+def trackvia(airflow_db, conn, sandbox, trackvia_connection):
     conn.execute("TRUNCATE oms.sweep_runs, oms.sweep_changes, etl.request_budgets CASCADE")
     conn.commit()
-    monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(
-        {"conn_type": "trackvia", "host": f"{sandbox.url}/trackvia", "password": tv.TOKEN,
-         "extra": {"api_key": tv.USER_KEY}}))
+    trackvia_connection()
     return sandbox
 
 
