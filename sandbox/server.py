@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 
 from sandbox.core import SandboxState, StateFile, control_app
 from sandbox.itsperfect import ItsPerfectSandbox
+from sandbox.ppms import PpmsSandbox
 from sandbox.qbo import QboSandbox
 from sandbox.servicetrade import ServiceTradeSandbox
 from sandbox.trackvia import TrackViaSandbox
@@ -25,7 +26,7 @@ def build_app(seed: int = 7, qbo_records: int = 40, servicetrade_jobs: int = 240
     state = SandboxState(seed)
     vendors = [QboSandbox(state, per_entity=qbo_records), TrustFileSandbox(state),
                ServiceTradeSandbox(state, jobs=servicetrade_jobs), ItsPerfectSandbox(state),
-               TrackViaSandbox(state)]
+               TrackViaSandbox(state), PpmsSandbox(state)]
     store = StateFile(state_file, state, vendors) if state_file is not None else None
     restored = store.load() if store is not None else False
 
