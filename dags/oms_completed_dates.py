@@ -43,7 +43,7 @@ def oms_completed_dates():
     def check_config() -> None:
         from integrations.oms.tasks import check_config
 
-        check_config(get_current_context())
+        check_config(get_current_context(), "completed_dates")
 
     captures = BudgetedOperator.partial(task_id="capture", work=_capture,
                                         map_index_template="{{ task.op_kwargs['table'] }}").expand(

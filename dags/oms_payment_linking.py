@@ -43,7 +43,7 @@ def oms_payment_linking():
     def check_config() -> None:
         from integrations.oms.tasks import check_config
 
-        check_config(get_current_context())
+        check_config(get_current_context(), "payment_linking")
 
     @task
     def companies() -> list[dict]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import collections
 import datetime as dt
 import hmac
 import random
@@ -48,6 +49,7 @@ CODE_SECONDS = 600   # RFC 6749 4.1.2: codes expire shortly after issue, 10 minu
 OLD_REFRESH_TOKEN = ("dies_at_once", "until_new_one_used")
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 MAX_RESULTS, CDC_CAP = 1000, 1000
+QUERIES_KEPT = 2000      # the last queries' text, for tests that assert what was asked (the request log has no bodies)
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
 
 THROTTLE_XML = (
@@ -116,6 +118,7 @@ class QboSandbox:
     # ---- state --------------------------------------------------------------------------------
 
     def reset(self) -> None:
+        self.queries: collections.deque[list[str]] = collections.deque(maxlen=QUERIES_KEPT)  # [realm, text]
         self.clock_offset = 0.0
         self.per_entity = self.default_per_entity
         self.rate_per_minute = 500
@@ -290,7 +293,7 @@ class QboSandbox:
         return dt.datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"]), (int(row["Id"]) * 7919) % 1009
 
     def inspect(self) -> dict:
-        return {"refreshes": self.refreshes, "refresh_refusals": self.refresh_refusals,
+        return {"queries": list(self.queries), "refreshes": self.refreshes, "refresh_refusals": self.refresh_refusals,
                 "live_refresh_tokens": len(self.refresh_tokens), "consents": self.consents,
                 "records": {realm: {e: len(rows) for e, rows in data.items()} for realm, data in self._data.items()}}
 
@@ -405,6 +408,8 @@ class QboSandbox:
                 return problem
             if not text:
                 return _fault(400, "4000", "Error parsing query", "QueryParserError: query is empty")
+            with self.state.lock:
+                self.queries.append([realm, text])
             return self._query(realm, text)
 
         @app.get("/v3/company/{realm}/query")

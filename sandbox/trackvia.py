@@ -142,10 +142,11 @@ class TrackViaSandbox:
 
     # ---- state --------------------------------------------------------------------------------------
 
-    SETTINGS = ("clock_offset", "hourly_limit", "delete_requests", "put_requests", "post_requests")
+    SETTINGS = ("clock_offset", "frozen_at", "hourly_limit", "delete_requests", "put_requests", "post_requests")
 
     def reset(self) -> None:
         self.clock_offset = 0.0
+        self.frozen_at: float | None = None             # the clock stopped there: edits stamped in one second
         self.hourly_limit = HOURLY_LIMIT
         self.delete_requests = self.put_requests = self.post_requests = 0
         self.updates: dict[str, dict[int, int]] = {table: {} for table in TABLES}   # API PUTs landed per record
@@ -214,7 +215,7 @@ class TrackViaSandbox:
                       "Region": rng.choice(("North", "South", "East", "West"))}
 
     def now(self) -> float:
-        return time.time() + self.clock_offset
+        return self.frozen_at if self.frozen_at is not None else time.time() + self.clock_offset
 
     # ---- reading ------------------------------------------------------------------------------------
 
@@ -384,11 +385,15 @@ class TrackViaSandbox:
     # ---- control and inspection ---------------------------------------------------------------------
 
     def control(self, payload: dict) -> dict | JSONResponse:
-        """Clock and limit; upstream edits and creates by a person; a large Tickets table for benchmarks."""
+        """Clock (set, advance, freeze) and limit; upstream edits and creates by a person; a large Tickets table
+        for benchmarks."""
         with self.state.lock:
             if "set_clock" in payload:     # an ISO time with its offset: the sandbox's clock reads it now
                 self.clock_offset = dt.datetime.fromisoformat(payload["set_clock"]).timestamp() - time.time()
             self.clock_offset += float(payload.get("advance_clock_seconds", 0))
+            if "freeze_clock" in payload:  # true: every stamp from now on is this second (ties a test can make)
+                self.frozen_at = None
+                self.frozen_at = self.now() if payload["freeze_clock"] else None
             self.hourly_limit = int(payload.get("hourly_limit", self.hourly_limit))
             try:
                 if "generate_tickets" in payload:

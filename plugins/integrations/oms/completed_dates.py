@@ -19,7 +19,7 @@ from etl.progress import Progress
 from etl.request_budget import BudgetSpent
 from hooks.trackvia import TrackViaHook
 from integrations.oms.config import CompletedDateView, ConfigError, OmsConfig
-from integrations.oms.view_scan import UPDATED, scan, updated_of
+from integrations.oms.view_scan import UPDATED, Mark, scan, updated_of
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _stamp(hook: TrackViaHook, view_id: int, use: CompletedDateView, since: dt.d
     newest: dt.datetime | None = None
     progress = Progress(log)
     try:
-        for record in scan(hook, view_id, (since, -1) if since else None, page_size, total=total, pages=pages,
+        for record in scan(hook, view_id, Mark(since) if since else None, page_size, total=total, pages=pages,
                            edited=edited):
             rid, updated = int(record["id"]), updated_of(record)
             newest = max(newest or updated, updated)

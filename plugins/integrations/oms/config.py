@@ -105,13 +105,16 @@ class OmsConfig:
 def load(path: Path | str = CONFIG_FILE) -> OmsConfig:
     """The file as an `OmsConfig`; ConfigError naming the file and every missing or unknown key."""
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
+        document = yaml.safe_load(text)
+        # The sweeps as written: every scalar text (a ZIP code 02134 is not the number 1116, 12:30 not 750).
+        as_text = yaml.load(text, Loader=yaml.BaseLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
     problems: list[str] = []
     config = _build(OmsConfig, document, "", problems, skip={"path"})
     if config is not None:
-        config = dataclasses.replace(config, sweeps=parse_sweeps(config.sweeps, "sweeps", problems))
+        config = dataclasses.replace(config, sweeps=parse_sweeps(as_text["sweeps"], "sweeps", problems))
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return dataclasses.replace(config, path=str(path))
@@ -141,6 +144,8 @@ def _build(cls: type, data: Any, where: str, problems: list[str], skip: frozense
         elif typing.get_origin(kind) is tuple:
             if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
                 problems.append(f"{dotted!r} must be a non-empty list of names, not {value!r}")
+            elif len(set(value)) != len(value):
+                problems.append(f"{dotted!r} names {sorted({v for v in value if value.count(v) > 1})} more than once")
             else:
                 values[key] = tuple(value)
         elif typing.get_origin(kind) is dict:

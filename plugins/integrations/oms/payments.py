@@ -2,9 +2,9 @@
 payment ids and paid status follow the QBO payments applied to its invoice.
 
 Each run (per QBO company, under the watermark claim) reads the payments changed between the watermark
-(minus OVERLAP) and the run's start, and the deletions (from CDC, or past its reach a listing of the
-company's payments), and records each payment's part of each
-invoice in oms.payment_links. For every invoice those changes touch, and every invoice still in
+(minus OVERLAP) and the run's start, and the deletions (from CDC, or past its reach or cap by looking up the
+payments we hold live links for by Id: one we hold that QuickBooks no longer has is deleted), and records each
+payment's part of each invoice in oms.payment_links. For every invoice those changes touch, and every invoice still in
 oms.payment_reviews, the ticket's values are computed again from all of the invoice's live links (never
 added to what TrackVia holds), and only the fields that differ are PUT. An invoice without a ticket sends
 its payments to oms.payment_reviews, retried every run against the fresh ticket index.
@@ -42,7 +42,7 @@ FIRST_RUN_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 # QuickBooks' change feed reaches 30 days back; a day's margin for a run that starts near the edge.
 CDC_REACH = dt.timedelta(days=29)
-INVOICES_PER_QUERY = 100          # ids per `Id IN (...)`: keeps the query text short
+IDS_PER_QUERY = 100               # ids per `Id IN (...)`: keeps the query text short, and each answer one page
 CENT = Decimal("0.01")
 
 
@@ -178,9 +178,10 @@ def _record_changes(conn: psycopg.Connection, qbo: QboHook, realm: str, since: d
 
 def _deleted_payments(conn: psycopg.Connection, qbo: QboHook, realm: str, since: dt.datetime) -> list[str]:
     """The payments QuickBooks deleted since `since`. CDC tells when it can: within its 30 days and under its
-    1000-object cap. Past either (a long pause, a bulk import) the company's payments are listed instead, and
-    every payment we hold a live link for that QuickBooks no longer lists is gone: one slower run, nothing lost,
-    nothing for on-call to reset."""
+    1000-object cap. Past either (a long pause, a bulk import) the payments we hold live links for are looked up
+    by Id, and every one QuickBooks no longer has is gone: one slower run, nothing lost, nothing for on-call to
+    reset. Never a listing of the company's payments: paged by position, it loses a payment that someone updates
+    meanwhile (it slides across a page boundary), and a payment missed would be marked deleted for good."""
     if dt.datetime.now(dt.timezone.utc) - since < CDC_REACH:
         answer = qbo.cdc(["Payment"], since)
         if not answer.capped:
@@ -188,11 +189,12 @@ def _deleted_payments(conn: psycopg.Connection, qbo: QboHook, realm: str, since:
         why = f"QuickBooks' change feed answered its 1000-object cap since {since.isoformat()}"
     else:
         why = f"{since.isoformat()} is beyond the 30 days QuickBooks' change feed reaches back"
-    log.warning("%s: %s: listing the company's payments to find the deleted ones", realm, why)
-    live = {str(payment["Id"]) for payment in qbo.query("Payment")}
-    held = conn.execute("SELECT DISTINCT payment_id FROM oms.payment_links WHERE realm = %s AND NOT deleted",
-                        (realm,)).fetchall()
-    return sorted(payment for (payment,) in held if payment not in live)
+    held = [row[0] for row in conn.execute("SELECT DISTINCT payment_id FROM oms.payment_links "
+                                           "WHERE realm = %s AND NOT deleted", (realm,)).fetchall()]
+    log.warning("%s: %s: looking up the %d payments we hold links for by Id to find the deleted ones", realm, why,
+                len(held))
+    live = _by_id(qbo, "Payment", held)
+    return sorted(payment for payment in held if payment not in live)
 
 
 def _affected_invoices(conn: psycopg.Connection, realm: str, changed: set[str]) -> list[str]:
@@ -202,14 +204,16 @@ def _affected_invoices(conn: psycopg.Connection, realm: str, changed: set[str]) 
     return sorted(changed | {row[0] for row in rows}, key=lambda i: (len(i), i))
 
 
-def _invoices(qbo: QboHook, ids: list[str]) -> dict[str, dict]:
-    """The invoices by Id, one query per INVOICES_PER_QUERY ids; a missing one is simply absent."""
+def _by_id(qbo: QboHook, entity: str, ids: list[str]) -> dict[str, dict]:
+    """The `entity` rows with these Ids, by Id, one query per IDS_PER_QUERY ids; a missing one is simply absent.
+    A chunk's answer fits one page (IDS_PER_QUERY rows at most, QBO's pages hold 1000): nothing is paged by
+    position, so a row updated meanwhile cannot slide out of the answer."""
     found: dict[str, dict] = {}
-    for first in range(0, len(ids), INVOICES_PER_QUERY):
-        chunk = ids[first:first + INVOICES_PER_QUERY]
+    for first in range(0, len(ids), IDS_PER_QUERY):
+        chunk = ids[first:first + IDS_PER_QUERY]
         listed = ", ".join("'" + i.replace("'", "") + "'" for i in chunk)   # QBO ids are digits; no quote survives
-        for invoice in qbo.query("Invoice", where=f"Id IN ({listed})"):
-            found[str(invoice["Id"])] = invoice
+        for row in qbo.query(entity, where=f"Id IN ({listed})"):
+            found[str(row["Id"])] = row
     return found
 
 
@@ -260,7 +264,7 @@ def _update_tickets(conn: psycopg.Connection, qbo: QboHook, trackvia: TrackViaHo
     invoice_ids = _affected_invoices(conn, realm, changed)
     if not invoice_ids:
         return
-    invoices = _invoices(qbo, invoice_ids)
+    invoices = _by_id(qbo, "Invoice", invoice_ids)
     view_id, tickets = _ticket_index(trackvia, app, use)
     for invoice_id in invoice_ids:
         invoice = invoices.get(invoice_id)

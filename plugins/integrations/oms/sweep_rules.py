@@ -14,11 +14,18 @@ a literal or a template over the record's fields. The Params form only picks a r
         set: {field: Priority, value: Low}
 
 Operators: `equals`, `not_equals`, `in`, `not_in` (a list), `empty` (true or false), `greater_than`,
-`less_than`. An operand is a literal, or `{field: Other}` for another field of the same record. Values
-compare as numbers when both sides are numbers ("12.50" equals 12.5: TrackVia sends numbers as strings), as
-instants when both are ISO dates or datetimes, else as text; `greater_than` / `less_than` between a number
-and a text never hold. A template is text with `{Field Name}` placeholders (`{{` and `}}` for braces); an
-empty field renders as nothing, and a template that renders to nothing empties the field.
+`less_than`. An operand is a literal, or `{field: Other}` for another field of the same record. Values compare
+by the type of the condition's field in the view: numbers by value for number, currency and percentage fields
+("12.50" equals 12.5: TrackVia sends numbers as strings), days for date fields, instants for datetime fields,
+text (exactly) for every other type; an operand that does not read as the field's type never compares (an
+ordering does not hold, `equals` is false). The file's sweeps are read as text, never as YAML numbers or
+dates (`02134` stays "02134", `12:30` stays "12:30"). A template is text with `{Field Name}` placeholders
+(`{{` and `}}` for braces); an empty field renders as nothing, and a template that renders to nothing, or
+`value: ""`, empties the field.
+
+Field types: a rule may set only fields whose value reads back as it was written (TARGET_TYPES: not a
+relationship or user, which read as a name and are written as an id, nor a checkbox, file or identifier), and
+its conditions may use only single-valued fields (CONDITION_TYPES).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,6 +45,10 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 NUMERIC_TYPES = {"number", "currency", "percentage", "autoIncrement"}
 DATE_TYPES = {"date"}
 DATETIME_TYPES = {"datetime"}
+# What a rule may set: a value that reads back as written. What its conditions may read: one value a field.
+TARGET_TYPES = frozenset({"shortAnswer", "paragraph", "email", "url", "number", "currency", "percentage", "date",
+                          "datetime", "dropDown"})
+CONDITION_TYPES = TARGET_TYPES | {"identifier", "autoIncrement", "relationship", "user"}
 
 
 @dataclass(frozen=True)
@@ -52,19 +64,20 @@ class Condition:
     operator: str
     operand: Any          # a literal, a tuple of literals (in / not_in), a bool (empty), or a FieldRef
 
-    def holds(self, record: dict) -> bool:
-        value = record.get(self.field)
+    def holds(self, record: dict, kinds: Mapping[str, str]) -> bool:
+        """`kinds`: the view's field types by name (from its structure)."""
+        value, kind = record.get(self.field), kinds.get(self.field)
         if self.operator == "empty":
             return _blank(value) == self.operand
         other = record.get(self.operand.field) if isinstance(self.operand, FieldRef) else self.operand
         if self.operator in ("in", "not_in"):
-            inside = any(_equal(value, item) for item in other)
+            inside = any(_order(kind, value, item) == 0 for item in other)
             return inside if self.operator == "in" else not inside
+        order = _order(kind, value, other)
         if self.operator == "equals":
-            return _equal(value, other)
+            return order == 0
         if self.operator == "not_equals":
-            return not _equal(value, other)
-        order = _order(value, other)
+            return order != 0
         return order is not None and (order > 0 if self.operator == "greater_than" else order < 0)
 
     @property
@@ -104,8 +117,8 @@ class SweepRule:
     set: Assignment
     source: dict           # the rule as declared, for its fingerprint and the run's record
 
-    def matches(self, record: dict) -> bool:
-        return all(condition.holds(record) for condition in self.where)
+    def matches(self, record: dict, kinds: Mapping[str, str]) -> bool:
+        return all(condition.holds(record, kinds) for condition in self.where)
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -120,18 +133,10 @@ class SweepRule:
 
 def same_value(kind: str | None, current: Any, wanted: Any) -> bool:
     """Whether a field of TrackVia type `kind` holding `current` already holds `wanted` as TrackVia stores it:
-    numbers by value, a date by its day, a datetime by its instant, empty as empty."""
+    numbers by value, a date by its day, a datetime by its instant, text exactly, empty as empty."""
     if _blank(current) or _blank(wanted):
         return _blank(current) == _blank(wanted)
-    if kind in NUMERIC_TYPES:
-        a, b = _number(current), _number(wanted)
-        return a is not None and a == b
-    if kind in DATE_TYPES:
-        return str(current)[:10] == str(wanted)[:10]
-    if kind in DATETIME_TYPES:
-        a, b = _instant(current), _instant(wanted)
-        return a is not None and a == b
-    return str(current) == str(wanted)
+    return _order(kind, current, wanted) == 0
 
 
 def check_rule(rule: SweepRule, structure: list[dict], *, required: tuple[str, ...] = ()) -> list[str]:
@@ -142,6 +147,14 @@ def check_rule(rule: SweepRule, structure: list[dict], *, required: tuple[str, .
     target = fields.get(rule.set.field)
     if target is not None and target.get("canUpdate") is False:
         problems.append(f"field {rule.set.field!r} is read-only to the API user (canUpdate false)")
+    elif target is not None and target.get("type") not in TARGET_TYPES:
+        problems.append(f"field {rule.set.field!r} is a {target.get('type')} field, which a sweep cannot set "
+                        f"(it sets {', '.join(sorted(TARGET_TYPES))})")
+    for name in dict.fromkeys(f for condition in rule.where for f in condition.fields):
+        kind = (fields.get(name) or {}).get("type")
+        if name in fields and kind not in CONDITION_TYPES:
+            problems.append(f"field {name!r} is a {kind} field, which a condition cannot compare "
+                            f"(it compares {', '.join(sorted(CONDITION_TYPES))})")
     literals = [(c.field, c.operand) for c in rule.where if c.operator in ("equals", "not_equals")
                 and not isinstance(c.operand, FieldRef)]
     literals += [(c.field, v) for c in rule.where if c.operator in ("in", "not_in") for v in c.operand]
@@ -209,9 +222,11 @@ def _condition(item: Any, at: str, problems: list[str]) -> Condition | None:
         return None
     op, operand = ops[0], item[ops[0]]
     if op == "empty":
-        if not isinstance(operand, bool):
+        flag = operand if isinstance(operand, bool) else {"true": True, "false": False}.get(str(operand).lower())
+        if flag is None:
             problems.append(f"'{at}.empty' must be true or false, not {operand!r}")
             return None
+        operand = flag
     elif op in ("in", "not_in"):
         if not isinstance(operand, list) or not operand or not all(_literal(v) for v in operand):
             problems.append(f"'{at}.{op}' must be a non-empty list of values")
@@ -240,9 +255,9 @@ def _assignment(item: Any, at: str, problems: list[str]) -> Assignment | None:
     if given == ["value"]:
         value = item["value"]
         if value is not None and not _literal(value):
-            problems.append(f"'{at}.value' must be a single value (or null to empty the field), not {value!r}")
+            problems.append(f"'{at}.value' must be a single value ("" to empty the field), not {value!r}")
             return None
-        return Assignment(item["field"], value=None if value is None else str(value))
+        return Assignment(item["field"], value=None if value is None or str(value) == "" else str(value))
     template = item["template"]
     if not isinstance(template, str) or not template:
         problems.append(f"'{at}.template' must be text with {{Field Name}} placeholders")
@@ -296,21 +311,20 @@ def _instant(value: Any) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _order(a: Any, b: Any) -> int | None:
-    """-1, 0, 1 when `a` and `b` compare (both numbers, both instants, both text); None otherwise."""
+def _order(kind: str | None, a: Any, b: Any) -> int | None:
+    """-1, 0, 1 comparing `a` and `b` as a field of type `kind` holds them; None when either is empty or does
+    not read as that type."""
     if _blank(a) or _blank(b):
         return None
-    for convert in (_number, _instant):
-        x, y = convert(a), convert(b)
-        if x is not None and y is not None:
-            return (x > y) - (x < y)
-        if (x is None) != (y is None):
-            return None
-    x, y = str(a), str(b)
+    if kind in NUMERIC_TYPES:
+        x, y = _number(a), _number(b)
+    elif kind in DATE_TYPES:
+        x, y = _instant(a), _instant(b)
+        x, y = (x.date() if x else None), (y.date() if y else None)
+    elif kind in DATETIME_TYPES:
+        x, y = _instant(a), _instant(b)
+    else:
+        x, y = str(a), str(b)
+    if x is None or y is None:
+        return None
     return (x > y) - (x < y)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if _blank(a) or _blank(b):
-        return _blank(a) and _blank(b)
-    return _order(a, b) == 0

@@ -13,7 +13,7 @@ from hooks.qbo import QboHook
 from hooks.trackvia import TrackViaHook
 from integrations.oms import completed_dates, payments, sweeps
 from integrations.oms.config import ConfigError, check_against, configured_file, load
-from integrations.oms.sweeps import BATCH_SIZES, SweepNotDeclared
+from integrations.oms.sweeps import BATCH_SIZES, RuleRefused, SweepNotDeclared
 from integrations.oms.view_scan import ViewNotSorted
 from notifiers.failures import BadInput, Scope, reported
 
@@ -27,11 +27,12 @@ class OmsConfigInvalid(AirflowFailException):
     on_call_class = "bad_input"
 
 
-def check_config(context) -> None:
+def check_config(context, pipeline: str) -> None:
+    """The views and fields `pipeline` (payment_linking, completed_dates) uses, against the live app."""
     path = configured_file()
     with reported(context, Scope("OMS-Pro config", str(path), more=FAILURES_TABLE)):
         try:
-            check_against(load(path), TrackViaHook(CONN_ID))
+            check_against(load(path), TrackViaHook(CONN_ID), pipelines=(pipeline,))
         except ConfigError as exc:
             raise OmsConfigInvalid(str(exc)) from None
 
@@ -123,6 +124,6 @@ def run_sweep(context) -> dict:
             report = sweeps.run_sweep(conn, TrackViaHook(CONN_ID), load(configured_file()), sweep=params["sweep"],
                                       dry_run=params["dry_run"], batch_size=params["batch_size"],
                                       dag_run_id=context["run_id"])
-        except (ConfigError, SweepNotDeclared, ViewNotSorted) as exc:
+        except (ConfigError, SweepNotDeclared, ViewNotSorted, RuleRefused) as exc:
             raise OmsConfigInvalid(str(exc)) from None
         return report.as_dict()

@@ -39,7 +39,7 @@ def test_records_edited_mid_scan_are_not_lost_where_plain_paging_loses_one(hook,
     view_id, _ = hook.view("Tickets by Updated")
     before = ordered(sandbox, "Tickets")
     wanted = {r["id"] for r in before if needs_date(r)}
-    first_pages = 2 * PAGE - 1            # what the scan has given after two pages (the second overlaps by one)
+    first_pages = 2 * PAGE - 2            # what the scan has given after two pages (the second overlaps by two)
     # The plain walk's third page starts at 2 * PAGE: editing k read records slides the needy record at
     # position j (the first at or after 2 * PAGE) to 2 * PAGE - 1, the last slot of a page already read.
     j = next(i for i in range(2 * PAGE, len(before)) if needs_date(before[i]))

@@ -124,3 +124,28 @@ def test_a_malformed_sweep_fails_the_load_naming_its_key(tmp_path):
     del document["sweeps"]["tickets_default_priority"]["where"]
     with pytest.raises(config.ConfigError, match="'sweeps.tickets_default_priority.where' must be a non-empty list"):
         config.load(write(tmp_path, document))
+
+
+def test_the_sweeps_are_read_as_written_text_not_as_yaml_numbers_or_times(tmp_path):
+    text = config.CONFIG_FILE.read_text().replace(
+        "  tickets_default_priority:", """  zip_and_slot:
+    description: values YAML 1.1 would turn into numbers
+    view: Tickets by Updated
+    where:
+      - {field: QBO Payment IDs, in: [02134, 12:30, 1_000, 1.50]}
+      - {field: Region, empty: false}
+    set: {field: QBO Payment IDs, value: 02134}
+  tickets_default_priority:""", 1)
+    path = tmp_path / "oms_pro.yaml"
+    path.write_text(text)
+    zip_and_slot = config.load(path).sweeps["zip_and_slot"]
+    assert zip_and_slot.set.value == "02134"
+    assert zip_and_slot.where[0].operand == ("02134", "12:30", "1_000", "1.50")
+    assert zip_and_slot.where[1].operand is False
+
+
+def test_a_qbo_connection_named_twice_is_refused(tmp_path):
+    document = yaml.safe_load(config.CONFIG_FILE.read_text())
+    document["payment_linking"]["qbo_connections"] = ["qbo_oms_pro", "qbo_oms_pro"]
+    with pytest.raises(config.ConfigError, match="names \\['qbo_oms_pro'\\] more than once"):
+        config.load(write(tmp_path, document))

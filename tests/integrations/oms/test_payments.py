@@ -4,6 +4,8 @@ an unmatched payment waits in review until its ticket appears, and a rerun sends
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import defaultdict
 from decimal import Decimal
 
@@ -32,6 +34,29 @@ def hooks(sandbox, db_url, conn, trackvia_connection, monkeypatch):
                    "token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
     trackvia_connection()
     return QboHook(conninfo=db_url), TrackViaHook(conninfo=db_url)
+
+
+def queries_sent(sandbox) -> list[str]:
+    """The text of every query the sandbox's QBO has answered (its request log keeps no bodies)."""
+    return [text for _, text in sandbox.state("qbo")["queries"]]
+
+
+def lookups(queries: list[str], entity: str) -> list[list[str]]:
+    """The Ids each `SELECT * FROM <entity> WHERE Id IN (...)` query asked for."""
+    return [re.findall(r"'([^']*)'", re.search(r"Id IN \((.*?)\)", q)[1]) for q in queries
+            if re.search(rf"\bFROM {entity}\b", q) and " Id IN (" in q]
+
+
+def past_cdcs_reach(conn) -> None:
+    """A long pause: the watermark 40 days old, beyond what CDC answers (the sandbox refuses it as QBO does)."""
+    conn.execute("UPDATE etl.watermarks SET ts_value = now() - interval '40 days' WHERE pipeline = %s",
+                 (payments.PIPELINE,))
+    conn.commit()
+
+
+def held_payments(conn) -> set[str]:
+    return {payment for (payment,) in conn.execute(
+        "SELECT DISTINCT payment_id FROM oms.payment_links WHERE realm = %s AND NOT deleted", (REALM,))}
 
 
 def run(conn, db_url, n: int) -> payments.LinkReport:
@@ -142,10 +167,11 @@ def test_partial_payments_sum_and_a_voided_or_deleted_payment_reverses_its_part(
     assert run(conn, db_url, 6).tickets_updated == 0 and puts(sandbox) == before
 
 
-def test_past_the_change_feeds_30_days_a_deleted_payment_is_found_by_listing_the_companys_payments(
+def test_past_the_change_feeds_30_days_a_deleted_payment_is_found_by_looking_up_the_held_payments_by_id(
         hooks, sandbox, conn, db_url):
     """A long pause: the watermark is 40 days old, beyond what CDC answers (the sandbox refuses it as QBO does);
-    the run lists the company's payments instead, and the deleted one's ticket is reversed."""
+    the run looks up the payments we hold links for by Id (one query per 100, never a listing of the company's
+    payments), and the deleted one's ticket is reversed."""
     qbo, _ = hooks
     run(conn, db_url, 1)
     cdc_calls = lambda: sum(1 for r in sandbox.requests("qbo") if r["path"].endswith("/cdc"))  # noqa: E731
@@ -156,15 +182,21 @@ def test_past_the_change_feeds_30_days_a_deleted_payment_is_found_by_listing_the
                           "AND doc_number IS NOT NULL ORDER BY payment_id LIMIT 1", (REALM,)).fetchone()
     assert tickets(sandbox)[linked[1]]["QBO Payment IDs"]
     sandbox.control("qbo", delete=[{"realm": REALM, "entity": "Payment", "id": linked[0]}])
-    conn.execute("UPDATE etl.watermarks SET ts_value = now() - interval '40 days' WHERE pipeline = %s",
-                 (payments.PIPELINE,))
-    conn.commit()
-    cdc_before = cdc_calls()
+    past_cdcs_reach(conn)
+    held = held_payments(conn)
+    cdc_before, queries_before = cdc_calls(), len(queries_sent(sandbox))
 
     report = run(conn, db_url, 3)
 
     assert report.payments_deleted == 1 and report.tickets_updated == 1
     assert cdc_calls() == cdc_before
+    # Every query the run sent: the changes of its window (by LastUpdatedTime), the held payments by Id
+    # (ceil(held / 100) queries asking for exactly those), the touched invoices by Id; no listing.
+    sent = queries_sent(sandbox)[queries_before:]
+    payments_by_id, invoices_by_id = lookups(sent, "Payment"), lookups(sent, "Invoice")
+    window = [q for q in sent if "MetaData.LastUpdatedTime >= " in q]
+    assert len(sent) == len(window) + len(payments_by_id) + len(invoices_by_id)
+    assert len(payments_by_id) == math.ceil(len(held) / 100) and sorted(sum(payments_by_id, [])) == sorted(held)
     assert linked[0] not in (tickets(sandbox)[linked[1]]["QBO Payment IDs"] or "")
     assert_tickets_match_qbo(qbo, sandbox)
 

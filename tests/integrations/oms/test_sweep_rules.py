@@ -8,6 +8,7 @@ from integrations.oms.sweep_rules import check_rule, parse_sweeps, same_value
 from sandbox import trackvia as tv
 
 TICKETS = tv.STRUCTURES["Tickets"]
+KINDS = {f["name"]: f["type"] for f in TICKETS}
 
 
 def rule(where: list, set_: dict, view: str = "Tickets by Updated"):
@@ -31,7 +32,10 @@ def problems_of(document) -> list[str]:
     ({"field": "Amount Paid", "greater_than": 100}, {"Amount Paid": "99.99"}, False),
     ({"field": "Amount Paid", "greater_than": 100}, {"Amount Paid": "1000.00"}, True),   # not as text ("1" < "9")
     ({"field": "Amount Paid", "greater_than": 100}, {"Amount Paid": None}, False),      # empty compares to nothing
-    ({"field": "Priority", "greater_than": 1}, {"Priority": "High"}, False),            # text vs number: never
+    ({"field": "Amount Paid", "greater_than": "many"}, {"Amount Paid": "12.00"}, False),  # not a number: never
+    ({"field": "QBO Invoice Number", "equals": "IN-0141"}, {"QBO Invoice Number": "IN-141"}, False),
+    ({"field": "QBO Payment IDs", "equals": "02134"}, {"QBO Payment IDs": "2134"}, False),   # text is text
+    ({"field": "Completed Date", "equals": "2025-03-04T23:00:00+00:00"}, {"Completed Date": "2025-03-04"}, True),
     ({"field": "Status Changed", "less_than": "2025-06-01"}, {"Status Changed": "2025-05-31T23:00:00+00:00"}, True),
     ({"field": "Status Changed", "less_than": "2025-06-01"}, {"Status Changed": "2025-06-01T00:00:01+00:00"}, False),
     ({"field": "Priority", "in": ["Low", "Normal"]}, {"Priority": "Normal"}, True),
@@ -45,15 +49,15 @@ def problems_of(document) -> list[str]:
      True),
 ])
 def test_conditions(condition, record, holds):
-    assert rule([condition], {"field": "Priority", "value": "Low"}).matches(record) is holds
+    assert rule([condition], {"field": "Priority", "value": "Low"}).matches(record, KINDS) is holds
 
 
 def test_all_conditions_must_hold():
     r = rule([{"field": "Status", "equals": "Cancelled"}, {"field": "Priority", "not_equals": "Low"}],
              {"field": "Priority", "value": "Low"})
-    assert r.matches({"Status": "Cancelled", "Priority": "High"})
-    assert not r.matches({"Status": "Cancelled", "Priority": "Low"})
-    assert not r.matches({"Status": "Open", "Priority": "High"})
+    assert r.matches({"Status": "Cancelled", "Priority": "High"}, KINDS)
+    assert not r.matches({"Status": "Cancelled", "Priority": "Low"}, KINDS)
+    assert not r.matches({"Status": "Open", "Priority": "High"}, KINDS)
     assert r.reads == ("Status", "Priority")
 
 
@@ -72,6 +76,7 @@ def test_templates(template, record, target):
 def test_a_literal_value_and_null():
     assert rule([{"field": "Status", "empty": False}], {"field": "Priority", "value": 3}).set.target({}) == "3"
     assert rule([{"field": "Status", "empty": False}], {"field": "Priority", "value": None}).set.target({}) is None
+    assert rule([{"field": "Status", "empty": "false"}], {"field": "Priority", "value": ""}).set.target({}) is None
 
 
 @pytest.mark.parametrize("document, expected", [
@@ -127,6 +132,9 @@ def test_check_against_the_structure_names_each_gap():
     ("dropDown", "", None, True),
     ("dropDown", None, "Low", False),
     ("shortAnswer", "a", "A", False),
+    ("shortAnswer", "02134", "2134", False),
+    ("paragraph", "1E3", "1000", False),
+    ("number", "1E3", "1000", True),
 ])
 def test_same_value_by_field_type(kind, current, wanted, same):
     assert same_value(kind, current, wanted) is same
@@ -137,3 +145,15 @@ def test_the_fingerprint_follows_the_declaration():
     b = rule([{"field": "Status", "equals": "Cancelled"}], {"field": "Priority", "value": "Low"})
     c = rule([{"field": "Status", "equals": "Cancelled"}], {"field": "Priority", "value": "Normal"})
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_only_fields_that_read_back_as_written_may_be_set_and_only_single_values_compared():
+    structure = [*TICKETS, {"name": "Tags", "type": "checkbox", "canUpdate": True}]
+    relationship = rule([{"field": "Status", "equals": "Cancelled"}], {"field": "Customer", "value": "7"})
+    assert any("field 'Customer' is a relationship field, which a sweep cannot set" in p
+               for p in check_rule(relationship, structure))
+    checkbox = rule([{"field": "Tags", "empty": True}], {"field": "Priority", "value": "Low"})
+    assert any("field 'Tags' is a checkbox field, which a condition cannot compare" in p
+               for p in check_rule(checkbox, structure))
+    by_customer = rule([{"field": "Customer", "equals": "Acme Fire Protection"}], {"field": "Priority", "value": "Low"})
+    assert check_rule(by_customer, structure) == []

@@ -151,14 +151,14 @@ def test_a_sweep_killed_after_a_put_landed_but_before_its_row_closed_does_not_se
     locker = None
 
     def ready(worker) -> bool:
-        """While the first PUT is on its way, the run's row is locked: the PUT lands, then closing its change
-        row (which counts the PUT on the run's row) waits."""
+        """While the first PUT is on its way, its change row is locked: the PUT lands, then closing the row
+        waits."""
         nonlocal locker
         if locker is None:
             sending = conn.execute("SELECT count(*) FROM oms.sweep_changes WHERE outcome = 'sending'").fetchone()[0]
             conn.commit()
             if sending:
-                locker = Locker(db_url, "SELECT 1 FROM oms.sweep_runs WHERE dry_run = false")
+                locker = Locker(db_url, "SELECT 1 FROM oms.sweep_changes WHERE outcome = 'sending'")
         return locker is not None and trackvia.state("trackvia")["put_requests"] == 1 and waiting(conn)
 
     try:
@@ -193,23 +193,44 @@ def test_a_put_that_failed_unanswered_is_sent_once_more_on_resume(trackvia, db_u
     assert changes(conn, resumed.run, "inserted", "updated") == planned
 
 
-def test_a_refused_record_fails_alone_and_the_sweep_goes_on(trackvia, db_url, conn):
-    loaded = config.load()
+def declared(**rules) -> config.OmsConfig:
+    """The shipped config with these sweeps instead of its own."""
     problems: list[str] = []
-    bad = parse_sweeps({"region_from_priority": {
-        "description": "a template whose values are not Region choices", "view": "Tickets by Updated",
-        "where": [{"field": "Status", "equals": "Cancelled"}],
-        "set": {"field": "Region", "template": "{Priority}"}}}, "sweeps", problems)
+    parsed = parse_sweeps(rules, "sweeps", problems)
     assert problems == []
-    loaded = dataclasses.replace(loaded, sweeps=bad)
-    cancelled = [r for r in trackvia.state("trackvia")["records"]["Tickets"] if r["Status"] == "Cancelled"]
+    return dataclasses.replace(config.load(), sweeps=parsed)
 
-    report = sweep(db_url, dry_run=False, name="region_from_priority", loaded=loaded)
 
-    assert report.failed == len(cancelled) > 0 and report.updated == 0
-    errors = conn.execute("SELECT DISTINCT error FROM oms.sweep_changes WHERE run_id = %s", (report.run,)).fetchall()
-    assert all("is not a valid choice for field" in e for (e,) in errors)
-    assert report.unchanged == len(trackvia.state("trackvia")["records"]["Tickets"]) - len(cancelled)
+def test_a_refused_record_fails_alone_and_the_sweep_goes_on(trackvia, db_url, conn):
+    """Payment ids copied into the currency field Amount Paid: TrackVia takes "12.50" and "7", refuses "1, 2"."""
+    trackvia.control("trackvia", edit=[{"table": "Tickets", "id": rid, "fields": {"QBO Payment IDs": ids}}
+                                       for rid, ids in ((40, "12.50"), (41, "1, 2"), (42, "7"))])
+    loaded = declared(amount_from_ids={
+        "description": "d", "view": "Tickets by Updated", "where": [{"field": "QBO Payment IDs", "empty": False}],
+        "set": {"field": "Amount Paid", "template": "{QBO Payment IDs}"}})
+
+    report = sweep(db_url, dry_run=False, name="amount_from_ids", loaded=loaded)
+
+    assert (report.updated, report.inserted, report.failed) == (0, 2, 1)
+    rows = conn.execute("SELECT record_id, outcome, error FROM oms.sweep_changes WHERE run_id = %s ORDER BY 1",
+                        (report.run,)).fetchall()
+    assert [(rid, outcome) for rid, outcome, _ in rows] == [(40, "inserted"), (41, "failed"), (42, "inserted")]
+    assert 'Could not convert "1, 2" to Double' in rows[1][2]
+    amounts = {r["id"]: r["Amount Paid"] for r in trackvia.state("trackvia")["records"]["Tickets"]}
+    assert (amounts[40], amounts[41], amounts[42]) == ("12.50", None, "7.00")
+
+
+def test_a_rule_trackvia_refuses_every_change_of_stops_after_a_run_of_refusals(trackvia, db_url, conn):
+    loaded = declared(region_from_priority={
+        "description": "a template whose values are not Region choices", "view": "Tickets by Updated",
+        "where": [{"field": "Status", "not_equals": "Open"}], "set": {"field": "Region", "template": "{Priority}"}})
+
+    with pytest.raises(sweeps.RuleRefused, match=f"refused the last {sweeps.REFUSALS_IN_A_ROW} changes in a row"):
+        sweep(db_url, dry_run=False, name="region_from_priority", loaded=loaded)
+
+    assert trackvia.state("trackvia")["put_requests"] == sweeps.REFUSALS_IN_A_ROW
+    assert conn.execute("SELECT count(*), min(outcome), max(outcome) FROM oms.sweep_changes").fetchone() == (
+        sweeps.REFUSALS_IN_A_ROW, "failed", "failed")
 
 
 def test_a_changed_rule_supersedes_the_unfinished_run(trackvia, db_url, conn):
