@@ -19,9 +19,8 @@ Transport, as the vendor's PHP endpoint behaves:
   lines. `format=json` only for getprojects (an array of objects keyed by the CSV header); every other
   action ignores it and answers CSV.
 
-Actions (headers and title-line counts imported from hooks.pumapi_format, the parser's pure module, so the
-sandbox and the hook share one vocabulary; everything else here, quoting, booleans, dates, CRLF, empty
-bodies, errors, is the sandbox's own, so a parser that only agrees with itself still fails):
+Actions (every format stated here, on the vendor's side, apart from our parser's declarations, so a parser
+that only agrees with itself still fails the hook tests):
   auth                      empty body.
   getusers [active]         one login a line, no header; `active=true|false` filters.
   getuser login*            header + one row (11 columns); empty body for an unknown login.
@@ -64,23 +63,34 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hooks.pumapi_format import (
-    GROUP_COLUMNS,
-    INVOICE_COLUMNS,
-    INVOICE_DETAIL_COLUMNS,
-    INVOICE_DETAILS_TITLE_LINES,
-    INVOICE_TITLE_LINES,
-    ORDER_COLUMNS,
-    ORDER_LINE_COLUMNS,
-    ORDER_LINES_TITLE_LINES,
-    ORDERS_TITLE_LINES,
-    PROJECT_COLUMNS,
-    SYSTEM_COLUMNS,
-    USER_COLUMNS,
-)
 from sandbox.core import SandboxState, install_faults
 
 NAME = "ppms"
+
+# The vendor's formats, stated here on the vendor's side of the wire. Our parser (plugins/hooks/pumapi_format.py)
+# declares what it expects on its own: the two are kept apart on purpose, so that a wrong column name or title
+# line in the parser fails the hook tests against this sandbox instead of being mirrored by it (and the
+# sandbox runs without the platform's code on its path).
+ORDERS_TITLE_LINES = ORDER_LINES_TITLE_LINES = 1
+INVOICE_TITLE_LINES, INVOICE_DETAILS_TITLE_LINES = 0, 2
+ORDER_COLUMNS = ("Core facility ref.", "Order ref.", "User", "Group", "Project ref", "Quoted date", "Ordered date",
+                 "Completed date", "Status", "Invoiced")
+ORDER_LINE_COLUMNS = ("Core facility ref.", "Order ref.", "Order id", "Service id", "Quantity", "User", "Group",
+                      "Project ref", "Quoted date", "Ordered date", "Completed date", "Status", "Invoiced")
+INVOICE_COLUMNS = ("Account number", "Amount")
+INVOICE_DETAIL_COLUMNS = (
+    "Reference", "User", "Group", "Project", "Affiliation", "Session type", "System type", "System", "Date",
+    "Start time", "Duration (booked)", "Duration (used)", "Used by others", "Booked by others", "Cancelled",
+    "Cancelled date", "Special env. 1", "Special env. 2", "User comments", "Notes", "Account number",
+    "Account number (subsidy)", "Rebate", "Fee", "Subsidy", "Final amount")
+USER_COLUMNS = ("login", "lname", "fname", "email", "phone", "bcode", "affiliation", "unitlogin", "mustchpwd",
+                "mustchbcode", "active")
+GROUP_COLUMNS = ("unitlogin", "unitname", "headname", "heademail", "unitbcode", "department", "institution",
+                 "address", "affiliation", "ext", "active", "admname", "admemail", "creationdate")
+SYSTEM_COLUMNS = ("Core facility ref", "System id", "Type", "Name", "Localisation", "Active", "Schedules", "Stats",
+                  "Bookable", "Autonomy Required", "Autonomy Required After Hours")
+PROJECT_COLUMNS = ("Core facility ref.", "Project name", "Phase", "Active", "Bcode", "Project ref.", "Affiliation",
+                   "Project Type", "Project Group", "Descr")
 API_KEY = "sandbox-ppms-apikey-6d2b"
 CORE_FACILITY = 2
 FACILITY_NAME = "Sandbox Imaging Core"

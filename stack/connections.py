@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from sandbox import itsperfect, qbo, servicetrade, trackvia, trustfile
+from sandbox import itsperfect, ppms, qbo, servicetrade, trackvia, trustfile
 
 SANDBOX_REALMS = qbo.REALMS
 # The sandbox company of qbo_oms_pro (oms_payment_linking): the last one, as the demo consents from the first.
@@ -69,6 +69,7 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
         },
         # The demo tenant's connector, switched on: `make up` registers it and maps the demo's locations.
         "trackvia_default": {"description": SANDBOX_DESCRIPTION, **trackvia.airflow_connection(sandbox_url)},
+        "ppms_default": {"description": SANDBOX_DESCRIPTION, **ppms.airflow_connection(sandbox_url)},
         "itsperfect_default": {
             "description": SANDBOX_DESCRIPTION,
             **itsperfect.airflow_connection(sandbox_url, active=True, create_orders=True, get_stock=True),

@@ -96,6 +96,16 @@ CONNECTION_TYPES = [
                                 "schema": {"type": ["integer", "null"], "default": 50}},
         },
     },
+    {
+        "connection-type": "ppms",
+        "hook-class-name": "hooks.pumapi.PumapiHook",
+        "hook-name": "Stratocore PPMS (PUMAPI)",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login", "extra"],
+            "relabeling": {"host": "PUMAPI URL (with its trailing slash)", "password": "API key"},
+            "placeholders": {"host": "https://ppms.example.org/pumapi/"},
+        },
+    },
 ]
 
 
@@ -103,8 +113,8 @@ def get_provider_info() -> dict:
     return {
         "package-name": "integrations-provider",
         "name": "Integrations platform",
-        "description": ("Connection types for QuickBooks Online, Avalara TrustFile, ServiceTrade, ItsPerfect "
-                        "and TrackVia."),
+        "description": ("Connection types for QuickBooks Online, Avalara TrustFile, ServiceTrade, ItsPerfect, "
+                        "TrackVia and Stratocore PPMS."),
         "versions": ["0.1.0"],
         "connection-types": CONNECTION_TYPES,
     }
