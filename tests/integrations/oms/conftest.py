@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from hooks.trackvia import TrackViaHook
 from sandbox import trackvia as tv
 
 
@@ -15,3 +16,12 @@ def trackvia_connection(sandbox, monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_TRACKVIA_DEFAULT", json.dumps(tv.airflow_connection(sandbox.url, **extra)))
 
     return write
+
+
+@pytest.fixture
+def trackvia_hook(trackvia_connection, db_url, conn) -> TrackViaHook:
+    """A TrackViaHook on the sandbox, with no request budget used and no watermark."""
+    conn.execute("TRUNCATE etl.request_budgets, etl.watermarks")
+    conn.commit()
+    trackvia_connection()
+    return TrackViaHook(conninfo=db_url)

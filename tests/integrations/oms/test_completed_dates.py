@@ -9,7 +9,6 @@ import itertools
 
 import pytest
 
-from hooks.trackvia import TrackViaHook
 from integrations.oms import completed_dates as cd
 from integrations.oms import config, view_scan
 
@@ -17,12 +16,8 @@ PAGE = 20
 
 
 @pytest.fixture
-def hook(sandbox, trackvia_connection, db_url, conn):
-
-    conn.execute("TRUNCATE etl.request_budgets, etl.watermarks")
-    conn.commit()
-    trackvia_connection()
-    return TrackViaHook(conninfo=db_url)
+def hook(trackvia_hook):
+    return trackvia_hook
 
 
 def ordered(sandbox, table: str) -> list[dict]:

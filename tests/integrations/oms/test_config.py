@@ -7,7 +7,6 @@ import json
 import pytest
 import yaml
 
-from hooks.trackvia import TrackViaHook
 from integrations.oms import config
 
 SEEDED = yaml.safe_load(config.CONFIG_FILE.read_text())
@@ -58,12 +57,8 @@ def test_malformed_values_are_named(tmp_path, document, message):
 
 
 @pytest.fixture
-def hook(sandbox, trackvia_connection, db_url, conn):
-
-    conn.execute("TRUNCATE etl.request_budgets")
-    conn.commit()
-    trackvia_connection()
-    return TrackViaHook(conninfo=db_url)
+def hook(trackvia_hook):
+    return trackvia_hook
 
 
 def test_the_shipped_file_matches_the_seeded_app(hook, sandbox):

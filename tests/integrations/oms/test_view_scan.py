@@ -7,7 +7,6 @@ import datetime as dt
 
 import pytest
 
-from hooks.trackvia import TrackViaHook
 from integrations.oms import view_scan
 
 PAGE = 20
@@ -15,12 +14,8 @@ BURST = 15
 
 
 @pytest.fixture
-def hook(sandbox, trackvia_connection, db_url, conn):
-    conn.execute("TRUNCATE etl.request_budgets")
-    conn.commit()
-    trackvia_connection()
-    yield TrackViaHook(conninfo=db_url)
-    sandbox.control("trackvia", freeze_clock=False)
+def hook(trackvia_hook):
+    return trackvia_hook
 
 
 def test_an_edit_within_the_second_the_scan_stands_at_is_given_whatever_its_id(hook, sandbox):
