@@ -1,4 +1,4 @@
-"""PUMAPI answer parsing (hooks.pumapi_format): every recorded response in ../shared/fixtures/pumapi, one test
+"""PUMAPI answer parsing (hooks.pumapi_format): every recorded response in shared/fixtures/pumapi, one test
 each, read the same as pyppms reads it, plus the order / invoice shapes the recordings do not cover.
 
 pyppms (GPLv3) is a test-time oracle only: imported here, never by the platform, none of its code copied. It is
@@ -45,7 +45,12 @@ from hooks.pumapi_format import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("PUMAPI_FIXTURES", ROOT.parent / "shared" / "fixtures" / "pumapi"))
+# The recordings are pyppms's (GPLv3 data), kept beside the project, not in it: $PUMAPI_FIXTURES, else
+# ../shared/fixtures/pumapi beside this checkout, else the team machines' /work/shared (where a fresh clone in
+# a temporary folder, as CI makes, finds them). None there fails the guard test below, never skips.
+FIXTURE_PLACES = [Path(p) for p in (os.environ.get("PUMAPI_FIXTURES"),) if p] + [
+    ROOT.parent / "shared" / "fixtures" / "pumapi", Path("/work/shared/fixtures/pumapi")]
+FIXTURES = next((place for place in FIXTURE_PLACES if place.is_dir()), FIXTURE_PLACES[0])
 STATUS_SUFFIX = "_status-code.txt"
 NOT_A_KEY = "not-a-real-key-0123456789"
 
@@ -225,7 +230,8 @@ EXPECTED = {
 def test_the_recorded_responses_are_all_under_test():
     """A new recording cannot be skipped: the parametrized list is every response file on disk, and every other
     file on disk is the status sibling of one of them (or the folder's README)."""
-    assert FIXTURES.is_dir(), f"the recorded PUMAPI responses are missing: {FIXTURES} (or set PUMAPI_FIXTURES)"
+    assert FIXTURES.is_dir(), (f"the recorded PUMAPI responses are in none of {[str(p) for p in FIXTURE_PLACES]}: "
+                               "set PUMAPI_FIXTURES to their folder")
     files = _on_disk()
     assert RESPONSES == _responses(files)
     siblings = {p.with_name(p.stem + STATUS_SUFFIX) for p in RESPONSES}
