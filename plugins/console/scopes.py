@@ -64,6 +64,8 @@ PIPELINES: dict[str, Pipeline] = {
                                     ("integrations/oms-pro.md", "Failures and what on-call does")),
     "oms_payment_linking": Pipeline("oms", "*/15 * * * *", dt.timedelta(minutes=30),
                                     ("integrations/oms-pro.md", "Failures and what on-call does")),
+    "ppms_sync": Pipeline("ppms", "@hourly", dt.timedelta(minutes=45),
+                          ("integrations/ppms.md", "Failures and what on-call does")),
 }
 DEFAULT_RUNBOOK = ("runbook.md", None)
 # Why a TrustFile connection is not due (the first statement's codes), for people.

@@ -1,0 +1,1 @@
+"""Stratocore PPMS: orders, their lines and invoices synced from PUMAPI (docs/integrations/ppms.md)."""
