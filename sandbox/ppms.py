@@ -49,6 +49,9 @@ Orders: status `Quoted` (created, quoted date set), `Ordered` (accepted: ordered
 (completed date), `Cancelled` (an upstream cancellation: PPMS never deletes orders through the API).
 A line repeats its order's user, group, project, dates, status and invoiced flag. getorders carries no
 quantity: a line's quantity changed upstream does NOT change the order's summary row (`update_lines`).
+
+Control `empty_lines_for: [orderref, ...]` (replaces the list; `[]` clears it): getorderlines answers an empty
+body for those orders while getorders still lists them: a PPMS that answers nothing for an order it lists.
 """
 from __future__ import annotations
 
@@ -203,17 +206,19 @@ class PpmsSandbox:
         self.clock_offset = 0.0
         self.calls: dict[str, int] = {}
         self.created_orders: list[dict] = []
+        self.empty_lines_for: list[int] = []       # control `empty_lines_for`: getorderlines answers nothing
         self._build()
 
     def dump(self) -> dict:
         """Everything that changes (caller holds the state lock); users, groups, projects and systems are
         remade from the seed."""
-        return {name: getattr(self, name) for name in self.SAVED}
+        return {**{name: getattr(self, name) for name in self.SAVED}, "empty_lines_for": self.empty_lines_for}
 
     def load(self, saved: dict) -> None:
         self.reset()
         for name in self.SAVED:
             setattr(self, name, saved[name])
+        self.empty_lines_for = list(saved.get("empty_lines_for", []))
         self.orders = [dict(order) for order in self.orders]
 
     def now(self) -> dt.datetime:
@@ -486,7 +491,7 @@ class PpmsSandbox:
         if missing:
             return missing
         order = self._order(params["orderref"])
-        if order is None:
+        if order is None or order["orderref"] in self.empty_lines_for:
             return _text([])
         titles = [f"Order {order['orderref']}, core facility {CORE_FACILITY}", f"{len(order['lines'])} lines", ""]
         summary = self._summary(order)
@@ -589,6 +594,8 @@ class PpmsSandbox:
         if "set_clock" in payload:     # an ISO time with its offset: the sandbox's clock reads it now
             self.clock_offset = dt.datetime.fromisoformat(payload["set_clock"]).timestamp() - time.time()
         self.clock_offset += float(payload.get("advance_clock_seconds", 0))
+        if "empty_lines_for" in payload:                   # [orderref, ...]: a PPMS answering nothing for them
+            self.empty_lines_for = [int(ref) for ref in payload["empty_lines_for"]]
         for change in payload.get("update_orders", []):     # {"orderref", "status", "completed", "invoiced"}
             order = self._order(change["orderref"])
             if order is None:

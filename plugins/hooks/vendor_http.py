@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -88,13 +89,15 @@ class VendorApiError(RuntimeError):
     vendor, method, path (secrets removed), status (None: no answer), detail (the excerpt), hint (what
     it means, what to do); malformed: a 2xx whose body did not parse; retry_after: the seconds the
     vendor asked us to wait; body: the error body when it was JSON, for hooks that read structured
-    errors (kept off the message: it is not redacted).
+    errors (kept off the message: it is not redacted); unsent: the request provably never reached the
+    vendor (no connection was made), so a call that creates something did not create it.
     """
 
     def __init__(self, vendor: str, method: str, url: str, status: int | None, detail: str, *, hint: str = "",
-                 malformed: bool = False, retry_after: float | None = None, body: Any = None):
+                 malformed: bool = False, retry_after: float | None = None, body: Any = None, unsent: bool = False):
         self.vendor = vendor
         self.malformed = malformed
+        self.unsent = unsent
         self.method = method
         self.path = sanitize_url(url)
         self.status = status
@@ -111,6 +114,14 @@ class VendorApiError(RuntimeError):
     def transient(self) -> bool:
         """Worth retrying: no answer, throttled, a server error, or a body cut short in transit."""
         return self.malformed or self.status is None or self.status == 429 or self.status >= 500
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """No connection was made (a connect timeout, a refused or unresolvable host): nothing was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -216,7 +227,8 @@ class VendorHttpHook(BaseHook):
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
             raise VendorApiError(self.vendor, method, url, None, type(exc).__name__,
-                                 hint="the vendor did not answer in full; retried with backoff if safe") from None
+                                 hint="the vendor did not answer in full; retried with backoff if safe",
+                                 unsent=_never_connected(exc)) from None
         except (requests.RequestException, ValueError) as exc:
             # e.g. InvalidHeader, whose text quotes the header value (a token): only the type is kept.
             raise VendorApiError(self.vendor, method, url, None, type(exc).__name__,

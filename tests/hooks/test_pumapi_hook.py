@@ -101,3 +101,20 @@ def test_the_key_is_in_no_log_line_or_error_even_at_debug(connection, caplog, ca
     assert "/ppms/pumapi/" in output and "createorder" in output      # the lines are there, the key is not
     for secret in (ppms.API_KEY, WRONG_KEY):
         assert secret not in output
+
+
+def test_a_call_that_never_connected_says_so_and_one_that_got_an_answer_does_not(connection, sandbox):
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()                              # nothing listens there: the connection is refused
+    with pytest.raises(VendorApiError) as never:
+        connection("ppms_nowhere", host=f"http://127.0.0.1:{port}/ppms/pumapi/").create_order(
+            service_id=101, login="x", quantity=1)
+    assert never.value.unsent and never.value.status is None
+    sandbox.faults("ppms", burst_5xx=1)
+    with pytest.raises(VendorApiError) as answered:
+        connection().create_order(service_id=101, login="x", quantity=1)
+    assert not answered.value.unsent and answered.value.status == 503

@@ -10,8 +10,9 @@ order. Every line therefore goes through the outbox ppms.order_requests (migrati
     sending --PPMS refused it (`error: ...`)---------------------------> refused, PPMS's text kept, alerted once
     sending --no answer (5xx, timeout, dropped answer, a dead worker)--> sending; the task fails, Airflow retries
     sending, next export --exactly one order matches------------------> created (settled_by 'lookup'), not sent
-    sending, next export --no order matches---------------------------> sent again (attempts + 1)
-    sending, next export --several orders match equally---------------> held: never sent again by itself
+    sending, next export --no order matches, none could be ours-------> sent again (attempts + 1)
+    sending, next export --several match, or one may be ours----------> held: never sent again by itself
+    sending --provably not sent (no connection; key refused)----------> pending; the task fails, Airflow retries
 
 The row is committed before the call and completed in a commit of its own after it, so whatever instant a
 worker dies at, the next export either finds the row settled or looks the order up before sending again.
@@ -26,17 +27,21 @@ orders carry no reference of ours, so an order is recognised by what it is. A ca
   - is not already claimed by one of our rows of the scope (an order ref belongs to at most one row: a
     unique index);
   - has exactly one line (getorderlines), of the row's service id and quantity (compared as numbers).
-One candidate: the row adopts its ref (`settled_by = 'lookup'`). None: the line is sent again. Two or more:
-we refuse to guess (a person may have entered the same line by hand at that moment): the row keeps `sending`
-with `held` saying which orders match, is never sent again by itself, and every export of its request fails
-until on-call settles it (docs/integrations/ppms.md). The lookup trusts that no call of a dead try is still
-being processed by PPMS: the DAG retries after longer than the hook's timeouts.
+One candidate: the row adopts its ref (`settled_by = 'lookup'`). Two or more: we refuse to guess (a person may
+have entered the same line by hand at that moment). None, while an unclaimed order in the window may still be
+ours (its login differs only in case, it has a line of the row's service, or its lines cannot be read): we
+refuse to guess too, since sending again would make a second order. In both the row keeps `sending` with `held`
+saying which orders, is never sent again by itself, and every export of its request fails until on-call settles
+it (docs/integrations/ppms.md). Only when no order of the window could be ours is it sent again. The lookup
+trusts that no call of a dead try is still being processed by PPMS: the DAG retries after longer than the hook's
+timeouts (a task cleared by hand at once skips that wait).
 
 A refusal is kept with PPMS's text; the other lines go on; at the end the export fails (no retry: sent as it
 is, it is refused again) naming every line refused and not yet alerted, and marks them alerted in the same
 step, so one refusal is alerted once, by one failed task. A refusal about our credentials (`request not
-authorized`) is not about the line: the row stays `sending` and the task fails as a credentials failure.
-Transport failures leave the row `sending` and fail the task at once; the retry reconciles first.
+authorized`) is not about the line, and PPMS created nothing: the row goes back to `pending` and the task fails
+as a credentials failure; so does a call that provably never left (no connection was made). Other transport
+failures leave the row `sending` and fail the task at once; the retry reconciles first.
 
 Exports of one scope (a PPMS connection) are serialised by a session advisory lock, which PostgreSQL drops
 when a worker dies: a second export waits for the first.
@@ -58,6 +63,7 @@ from psycopg.rows import dict_row
 from etl import db
 from etl.ledger import redact_text
 from hooks.pumapi import PumapiHook, PumapiRefused
+from hooks.pumapi_format import parse_decimal, parse_int
 from hooks.vendor_http import VendorApiError
 from notifiers.failures import BadInput, Scope, reported
 
@@ -304,11 +310,17 @@ class _Export:
                 "SELECT min(highest_ref) FROM ppms.order_requests WHERE scope = %s AND sent_at > %s "
                 "AND NOT (request_id = %s AND line_no = %s)",
                 (self.scope, row["sent_at"], row["request_id"], row["line_no"])).fetchone()
-        project = "" if row["project_id"] is None else str(row["project_id"])
-        candidates = [o for o in listing if row["highest_ref"] < _ref(o) and (upper is None or _ref(o) <= upper)
-                      and o.get("User", "").strip() == row["login"] and (o.get("Project ref") or "").strip() == project
-                      and _ref(o) not in claimed]
-        matches = [ref for ref in sorted(_ref(o) for o in candidates) if self._same_line(ref, row)]
+        window = [o for o in listing if row["highest_ref"] < _ref(o) and (upper is None or _ref(o) <= upper)
+                  and _ref(o) not in claimed]
+        login, project = row["login"].strip(), row["project_id"]
+        matches, doubtful = [], []
+        for order in sorted(window, key=_ref):
+            fit = self._fit(order, row)
+            same_owner = (order.get("User") or "").strip() == login and _project(order) == project
+            if fit == "same" and same_owner:
+                matches.append(_ref(order))
+            elif fit != "other" or (order.get("User") or "").strip().lower() == login.lower():
+                doubtful.append(_ref(order))
         what = (f"line {row['line_no']} of request {row['request_id']} (login {row['login']}, service "
                 f"{row['service_id']}, quantity {_number(row['quantity'])})")
         if len(matches) == 1:
@@ -320,9 +332,12 @@ class _Export:
             self.report.settled_by_lookup += 1
             log.info("%s: its answer was lost; found at PPMS as order %s, not sent again", what, matches[0])
             return True
-        if matches:
+        if matches or doubtful:
             held = (f"PPMS holds {len(matches)} orders that match it equally (refs "
-                    f"{', '.join(map(str, matches))}), none claimed by another line")
+                    f"{', '.join(map(str, matches))}), none claimed by another line" if matches else
+                    f"no order at PPMS matches it exactly, but unclaimed orders made since it was sent may be it "
+                    f"(refs {', '.join(map(str, doubtful))}: a login differing only in case, a line of its service, "
+                    "or lines that cannot be read)")
             with self.conn.transaction():
                 self.conn.execute("UPDATE ppms.order_requests SET held = %s WHERE request_id = %s AND line_no = %s "
                                   "AND state = 'sending'", (held, row["request_id"], row["line_no"]))
@@ -332,18 +347,24 @@ class _Export:
         log.info("%s: not found at PPMS (orders above %s); sent again", what, row["highest_ref"])
         return False
 
-    def _same_line(self, ref: int, row: dict) -> bool:
+    def _fit(self, order: Mapping[str, str], row: dict) -> str:
+        """`same`: the order's one line is the row's service and quantity; `other`: its lines are readable and
+        none is the row's service; `doubt`: anything else (several lines with the service, unreadable lines)."""
+        ref = _ref(order)
         if ref not in self.lines_of:
             self._call("getorderlines")
             self.lines_of[ref] = self.hook.order_lines(str(ref))
         lines = self.lines_of[ref]
-        if len(lines) != 1:
-            return False
         try:
-            return (int(lines[0]["Service id"]) == row["service_id"]
-                    and Decimal(lines[0]["Quantity"].strip()) == row["quantity"])
+            services = [parse_int(line["Service id"]) for line in lines]
+            quantities = [parse_decimal(line["Quantity"]) for line in lines]
         except (KeyError, ValueError, InvalidOperation):
-            return False
+            return "doubt"
+        if not lines or None in services:
+            return "doubt"
+        if row["service_id"] not in services:
+            return "other"
+        return "same" if len(lines) == 1 and quantities[0] == row["quantity"] else "doubt"
 
     # ---- createorder ---------------------------------------------------------------------------------
 
@@ -365,21 +386,26 @@ class _Export:
                 completed_date=row["completed_date"].strftime(DATE_FORMAT) if row["completed_date"] else None,
                 comments=row["comments"])
         except PumapiRefused as exc:
-            if "not authorized" in exc.text.lower():
-                self._failed(key, exc)      # about our key, not the line: nothing was created
+            if "request not authorized" in exc.text.lower():
+                self._unsent(key, exc)      # about our key, not the line: PPMS created nothing
                 raise
             with self.conn.transaction():
                 self.conn.execute("UPDATE ppms.order_requests SET state = 'refused', error = %s, "
                                   "completed_at = now() WHERE request_id = %s AND line_no = %s AND state = 'sending'",
-                                  (exc.text, *key))
+                                  (redact_text(exc.text)[:2000], *key))
             log.error("%s: PPMS refused it: %s", what, exc.text)
             self.report.refused += 1
             return
         except VendorApiError as exc:
+            if exc.unsent:
+                log.error("%s: createorder never reached PPMS (%s); the line is pending again", what, exc)
+                self._unsent(key, exc)
+                raise
             log.error("%s: createorder got no usable answer (%s); the line stays 'sending' and the next try looks "
                       "it up at PPMS before it sends it again", what, exc)
             self._failed(key, exc)
             raise
+        log.info("%s: PPMS answered order %s", what, ref)        # before the commit: a lost commit leaves it here
         with self.conn.transaction():
             self.conn.execute("UPDATE ppms.order_requests SET state = 'created', order_ref = %s, "
                               "settled_by = 'answer', completed_at = now() WHERE request_id = %s AND line_no = %s "
@@ -390,6 +416,13 @@ class _Export:
         else:
             self.report.created += 1
         log.info("%s is PPMS order %s", what, ref)
+
+    def _unsent(self, key: tuple[str, int], exc: Exception) -> None:
+        """PPMS provably created nothing for this call: the line is pending again, sent by a later try."""
+        with self.conn.transaction():
+            self.conn.execute("UPDATE ppms.order_requests SET state = 'pending', attempts = attempts - 1, "
+                              "highest_ref = NULL, sent_at = NULL, error = %s WHERE request_id = %s AND line_no = %s "
+                              "AND state = 'sending'", (redact_text(str(exc))[:2000], *key))
 
     def _failed(self, key: tuple[str, int], exc: Exception) -> None:
         with self.conn.transaction():
@@ -433,6 +466,13 @@ def _ref(order: Mapping[str, str]) -> int:
     text = str(order.get("Order ref.", "")).strip()
     return int(text) if text.isdigit() else 0
 
+
+def _project(order: Mapping[str, str]) -> int | None:
+    """The order's project ref; None for none (PPMS writes it empty, or n/a)."""
+    try:
+        return parse_int(order.get("Project ref"))
+    except ValueError:
+        return -1                   # unreadable: matches no row's project
 
 def _number(value: Decimal) -> str:
     """2, 1.5, 0.25: as PPMS writes a quantity."""

@@ -11,6 +11,15 @@ What `getorders` cannot show: a line's quantity changed upstream leaves the orde
 the sync does not see it until the summary changes (status, dates, invoiced flag). `full=True` fetches the
 lines of every order listed, whatever its fingerprint: the on-call's full refresh.
 
+A PPMS order always has at least one line: `getorderlines` answering nothing for an order `getorders` lists is
+a read that failed, not an order emptied. That order's lines are "not read this run": the lines we hold, its
+fingerprint and `lines_fetched_at` stay as they were (a new order is held with UNREAD, no fingerprint), so the
+next run fetches it again; the run warns, naming the order, and counts it (`orders_lines_unread`).
+
+The ledger row counts every row read once: inserted (a new order, line, invoice), updated (an order whose
+summary changed, a line that changed or was deleted) or unchanged; the lines a run refetches count by what
+their upsert did, and the report says how many orders' lines were fetched (`lines_fetched`).
+
 One run is one ledger row (pipeline `ppms_sync`, scope = the connection id) and one transaction: orders,
 lines, invoices and the ledger's `success` commit together, so a run that fails (PPMS down through the
 hook's retries, a refusal, an answer we cannot read) changes nothing but its ledger row, marked `failed`,
@@ -74,6 +83,7 @@ INVOICE_DETAILS = TargetTable("ppms", "invoice_details",
                               ("scope", "invoice_id", "position", *(name for name, _ in DETAIL_COLUMNS)))
 TEXT_DETAILS = frozenset(name for name, read in DETAIL_COLUMNS if read is str and name != "reference")
 UNREADABLE_HINT = "PPMS answered a value we cannot read; nothing of this run was written. Open the run's log"
+UNREAD = ""     # the fingerprint of a new order whose lines were not read: never a sha256, so it is fetched again
 
 
 @dataclass
@@ -93,6 +103,7 @@ class SyncReport:
     lines_fetched: int = 0              # orders whose lines were fetched
     lines: dict[str, int] = field(default_factory=dict)    # the lines' upsert: staged, inserted, updated, unchanged
     lines_deleted: int = 0              # lines of a refetched order that PPMS no longer lists
+    orders_lines_unread: int = 0        # listed, but getorderlines answered nothing: lines kept, fetched again
     invoices_listed: int = 0
     invoices_new: int = 0
     invoice_rows: int = 0               # account and detail rows of the new invoices
@@ -110,6 +121,7 @@ class SyncReport:
 class _Held:
     fingerprint: str
     changed_at: dt.datetime
+    lines_fetched_at: dt.datetime | None
 
 
 class _Workers:
@@ -159,10 +171,11 @@ def sync(conn: psycopg.Connection, hook: PumapiHook, scope: str, run_id: str, *,
             pool.close()        # a failure cancels the fetches not started, and waits for those in flight
             report.calls = dict(sorted(pool.calls.items()))
     log.info("%s: PPMS sync done: %d orders listed (%d new, %d changed, %d unchanged, %d held but no longer "
-             "listed); lines of %d orders fetched (%s, %d deleted); %d invoices listed, %d new; calls %s", scope,
-             report.orders_listed, report.orders_new, report.orders_changed, report.orders_unchanged,
-             report.orders_not_listed, report.lines_fetched, report.lines, report.lines_deleted,
-             report.invoices_listed, report.invoices_new, report.calls)
+             "listed); lines of %d orders fetched (%s, %d deleted; %d orders' lines not read); %d invoices "
+             "listed, %d new; calls %s", scope, report.orders_listed, report.orders_new, report.orders_changed,
+             report.orders_unchanged, report.orders_not_listed, report.lines_fetched, report.lines,
+             report.lines_deleted, report.orders_lines_unread, report.invoices_listed, report.invoices_new,
+             report.calls)
     return report
 
 
@@ -174,12 +187,12 @@ def _sync(conn: psycopg.Connection, hook: PumapiHook, scope: str, pool: _Workers
     pool.count("getorders")
     invoice_ids = hook.invoice_ids()
     pool.count("getinvoicelist")
-    held = {ref: _Held(fp, changed) for ref, fp, changed in conn.execute(
-        "SELECT order_ref, fingerprint, changed_at FROM ppms.orders WHERE scope = %s", (scope,))}
+    held = {ref: _Held(fp, changed, fetched) for ref, fp, changed, fetched in conn.execute(
+        "SELECT order_ref, fingerprint, changed_at, lines_fetched_at FROM ppms.orders WHERE scope = %s", (scope,))}
     held_invoices = {row[0] for row in conn.execute("SELECT invoice_id FROM ppms.invoices WHERE scope = %s",
                                                     (scope,))}
 
-    orders, to_fetch = [], []
+    orders, to_fetch, fingerprints = [], [], {}
     seen: set[int] = set()
     for record in listed:
         row = _order_row(hook, scope, record)
@@ -200,6 +213,7 @@ def _sync(conn: psycopg.Connection, hook: PumapiHook, scope: str, pool: _Workers
         changed_at = now if before is None or before.fingerprint != fingerprint else before.changed_at
         orders.append((*row, fingerprint, changed_at, now))
         to_fetch.append(ref)
+        fingerprints[ref] = fingerprint
     report.orders_listed = len(listed)
     report.orders_not_listed = len(held.keys() - seen)
     if report.orders_not_listed:
@@ -216,23 +230,29 @@ def _sync(conn: psycopg.Connection, hook: PumapiHook, scope: str, pool: _Workers
     line_jobs = [pool.submit(_lines_of(pool, ref)) for ref in to_fetch]
     invoice_jobs = [pool.submit(_invoice_of(pool, invoice_id)) for invoice_id in new_invoices]
 
-    counts = ledger.RunCounts(read=len(listed))
-    upserted = loader.upsert(conn, ORDERS, orders)
-    counts.inserted, counts.updated = upserted.inserted, upserted.updated
-    counts.unchanged = report.orders_unchanged + upserted.unchanged
+    # An order counts by its summary: new (inserted), changed (updated) or unchanged. A full run rewrites the
+    # lines_fetched_at of unchanged orders too: that is not an update of the order.
+    loader.upsert(conn, ORDERS, orders)
+    counts = ledger.RunCounts(read=len(listed), inserted=report.orders_new, updated=report.orders_changed,
+                              unchanged=report.orders_unchanged)
 
     fetched_keys: list[tuple[int, int]] = []
-    lines = loader.upsert(conn, LINES, _line_rows(hook, scope, line_jobs, fetched_keys))
+    unread: list[int] = []
+    lines = loader.upsert(conn, LINES, _line_rows(hook, scope, line_jobs, fetched_keys, unread))
     report.lines = lines.as_dict()
     report.lines_fetched = len(line_jobs)
+    report.orders_lines_unread = len(unread)
+    read = set(to_fetch) - set(unread)
     report.lines_deleted = conn.execute(
         """
         DELETE FROM ppms.order_lines l
          WHERE l.scope = %(scope)s AND l.order_ref = ANY(%(orders)s)
            AND (l.order_ref, l.line_id) NOT IN (SELECT * FROM unnest(%(refs)s::bigint[], %(ids)s::bigint[]))
-        """, {"scope": scope, "orders": to_fetch, "refs": [k[0] for k in fetched_keys],
+        """, {"scope": scope, "orders": sorted(read), "refs": [k[0] for k in fetched_keys],
               "ids": [k[1] for k in fetched_keys]}).rowcount
-    counts.read += lines.staged
+    if unread:
+        _keep_unread(conn, scope, {ref: fingerprints[ref] for ref in sorted(unread)}, held)
+    counts.read += lines.staged + report.lines_deleted
     counts.inserted += lines.inserted
     counts.updated += lines.updated + report.lines_deleted
     counts.unchanged += lines.unchanged
@@ -248,9 +268,33 @@ def _sync(conn: psycopg.Connection, hook: PumapiHook, scope: str, pool: _Workers
         counts.read += upserted.staged
         counts.inserted += upserted.inserted
         counts.updated += upserted.updated
+        counts.unchanged += upserted.unchanged
     report.invoice_rows = len(accounts) + len(details)
+    counts.read += report.invoices_listed           # an invoice id listed: new (inserted) or held (unchanged)
     counts.inserted += len(new_invoices)
+    counts.unchanged += report.invoices_listed - len(new_invoices)
     return counts
+
+
+def _keep_unread(conn: psycopg.Connection, scope: str, unread: dict[int, str], held: dict[int, _Held]) -> None:
+    """The orders getorderlines answered nothing for (order ref: its listed fingerprint): their summary rows are
+    as listed, but their fingerprint and lines_fetched_at go back to what they were (UNREAD and none for a new
+    order), so the next run fetches a new or changed one again (an unchanged one, of a full run: the next full)."""
+    before = [held.get(ref) for ref in unread]
+    conn.execute(
+        """
+        UPDATE ppms.orders o SET fingerprint = k.fingerprint, lines_fetched_at = k.fetched_at
+          FROM unnest(%(refs)s::bigint[], %(fingerprints)s::text[], %(fetched)s::timestamptz[])
+               AS k(order_ref, fingerprint, fetched_at)
+         WHERE o.scope = %(scope)s AND o.order_ref = k.order_ref
+        """, {"scope": scope, "refs": list(unread),
+              "fingerprints": [b.fingerprint if b else UNREAD for b in before],
+              "fetched": [b.lines_fetched_at if b else None for b in before]})
+    for (ref, fingerprint), was in zip(unread.items(), before, strict=True):
+        log.warning("%s: getorderlines answered no line for order %d, which getorders lists (a PPMS order has at "
+                    "least one line): its lines were not read this run; the lines we hold and its fingerprint "
+                    "are kept, and %s fetches it again", scope, ref,
+                    "the next full run" if was is not None and was.fingerprint == fingerprint else "the next run")
 
 
 def _lines_of(pool: _Workers, order_ref: int) -> Callable[[PumapiHook], tuple[int, list[dict]]]:
@@ -276,14 +320,14 @@ def _invoice_of(pool: _Workers, invoice_id: str) -> Callable[[PumapiHook], tuple
 
 
 def _line_rows(hook: PumapiHook, scope: str, jobs: list[concurrent.futures.Future],
-               keys: list[tuple[int, int]]) -> Iterator[tuple]:
-    """The fetched lines as rows, order by order as the answers arrive (streamed into the upsert's COPY)."""
+               keys: list[tuple[int, int]], unread: list[int]) -> Iterator[tuple]:
+    """The fetched lines as rows, order by order as the answers arrive (streamed into the upsert's COPY); the
+    orders getorderlines answered nothing for go to `unread`."""
     progress = Progress(log)
     for done, job in enumerate(concurrent.futures.as_completed(jobs), 1):
         order_ref, lines = job.result()
         if not lines:
-            log.warning("%s: order %d is listed by getorders but getorderlines answered no line: its lines are "
-                        "removed here as PPMS lists them", scope, order_ref)
+            unread.append(order_ref)
         for record in lines:
             row = _line_row(hook, scope, order_ref, record)
             keys.append((order_ref, row[2]))

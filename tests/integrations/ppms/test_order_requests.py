@@ -250,9 +250,10 @@ def test_a_worker_killed_mid_line_leaves_each_line_created_exactly_once(ppms, sa
 
 # ---- no answer: a dropped answer, an ambiguous lookup -------------------------------------------------------
 
-def export_with_answer_dropped(ppms, db_url) -> BaseException | None:
-    """The export of r1 in a thread, line 1's createorder answer cut off (sandbox `drop_next`): the fault is
-    switched on while line 1's row waits to be marked `sending`, after the export read getorders."""
+def export_with_answer_dropped(ppms, db_url, **fault) -> BaseException | None:
+    """The export of r1 in a thread, line 1's createorder answer cut off (sandbox `drop_next`, or the fault
+    given): the fault is switched on while line 1's row waits to be marked `sending`, after the export read
+    getorders."""
     outcome: list[BaseException | None] = []
 
     def work():
@@ -268,7 +269,7 @@ def export_with_answer_dropped(ppms, db_url) -> BaseException | None:
     thread.start()
     try:
         until(lambda: waiting(ppms.conn) or outcome, "line 1 waits to be marked sending")
-        ppms.sandbox.faults("ppms", drop_next=1)
+        ppms.sandbox.faults("ppms", **(fault or {"drop_next": 1}))
     finally:
         locker.close()
     thread.join(60)
@@ -305,6 +306,23 @@ def test_two_orders_matching_an_unanswered_line_are_not_guessed_at_and_nothing_i
     assert ppms.calls("createorder") == 1
     state, ref, _, _, _, held = ppms.rows()[1]
     assert (state, ref) == ("sending", None) and "refs" in held
+
+
+def test_an_order_that_may_be_ours_holds_the_line_rather_than_send_a_second(ppms, db_url):
+    """The call failed before PPMS acted (a 503), then a person entered an order of the same service for the
+    user with another quantity: no order matches exactly, but one may be ours; sending again could double it."""
+    ppms.record(lines=LINES[:1])
+    assert isinstance(export_with_answer_dropped(ppms, db_url, burst_5xx=1), VendorApiError)
+    assert ppms.created() == [] and ppms.rows()[1][0] == "sending"
+    ppms.sandbox.control("ppms", add_orders=[{"login": ppms.login, "lines": [{"serviceid": 101, "quantity": 7}]}])
+    ref = max(o["orderref"] for o in ppms.sandbox.state("ppms")["orders"])
+
+    with pytest.raises(LinesNeedOnCall, match=f"no order at PPMS matches it exactly, but .* \\(refs {ref}:"):
+        run_export(db_url)
+
+    assert ppms.calls("createorder") == 0          # the 503 came before PPMS; nothing was sent again since
+    state, order_ref, _, _, _, held = ppms.rows()[1]
+    assert (state, order_ref) == ("sending", None) and str(ref) in held
 
 
 # ---- refusals ---------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The PPMS sync against the sandbox's PPMS on a real PostgreSQL: the tables equal the sandbox's data, a rerun
 fetches no line and changes nothing, an upstream change costs exactly its own fetches, a run failing halfway
-writes nothing and the next one completes, a quantity-only change waits for a full refresh, and the DAG runs
-for real."""
+writes nothing and the next one completes, a quantity-only change waits for a full refresh, an order PPMS
+lists without lines keeps its lines and is fetched again, the ledger's counts add up, and the DAG runs for
+real."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 import time
 import uuid
@@ -193,6 +195,72 @@ def test_a_quantity_changed_upstream_waits_for_a_full_refresh(ppms, conn):
     assert report.lines["updated"] == 1 and report.orders_changed == 0 and report.orders_new == 0
     assert conn.execute(stale, (order["orderref"], line["orderid"])).fetchone()[0] == Decimal(42)
     assert_tables_equal_the_sandbox(conn, state)
+
+
+def ledger_counts(conn) -> dict[str, int]:
+    row = conn.execute("SELECT rows_read, rows_inserted, rows_updated, rows_unchanged FROM etl.run_ledger "
+                       "ORDER BY id DESC LIMIT 1").fetchone()
+    return dict(zip(("read", "inserted", "updated", "unchanged"), row, strict=True))
+
+
+def test_the_ledger_counts_add_up_and_a_full_run_of_nothing_changed_updates_nothing(ppms, conn):
+    """Every row read is inserted, updated or unchanged, once: a full refresh refetches every order's lines but
+    an order whose summary did not change is unchanged, not updated."""
+    run(conn)
+    first = ledger_counts(conn)
+    assert first["read"] == first["inserted"] + first["updated"] + first["unchanged"]
+    assert first["updated"] == 0
+
+    report = run(conn, full=True)
+
+    counts = ledger_counts(conn)
+    assert report.lines_fetched == report.orders_listed == report.orders_unchanged
+    assert report.changes == 0 and report.lines["unchanged"] == report.lines["staged"] > 0
+    assert counts["updated"] == counts["inserted"] == 0
+    assert counts["read"] == counts["inserted"] + counts["updated"] + counts["unchanged"] == counts["unchanged"]
+    assert counts["read"] >= report.orders_listed + report.lines["staged"]
+
+
+def test_an_order_listed_without_lines_keeps_its_lines_and_is_fetched_again(ppms, conn, caplog):
+    """A PPMS order always has a line: getorderlines answering nothing for an order getorders lists is a read
+    that failed, not an order emptied. Its lines and fingerprint stay as they were (a new order is held without
+    a fingerprint), the run says so, and the next run fetches the order again."""
+    run(conn)
+    state = ppms.state("ppms")
+    changed = next(o for o in state["orders"] if o["status"] == "Ordered")
+    fingerprint = "SELECT fingerprint, lines_fetched_at FROM ppms.orders WHERE order_ref = %s"
+    held_before = conn.execute(fingerprint, (changed["orderref"],)).fetchone()
+    lines_before = [line for line in held_lines(conn) if line[0] == changed["orderref"]]
+    assert lines_before
+    ppms.control("ppms", update_orders=[{"orderref": changed["orderref"], "status": "Completed"}],
+                 add_orders=[{"login": changed["user"], "status": "Ordered", "lines": [{"serviceid": 103,
+                                                                                         "quantity": 2}]}])
+    new = ppms.state("ppms")["orders"][-1]["orderref"]
+    ppms.control("ppms", empty_lines_for=[changed["orderref"], new])
+
+    with caplog.at_level(logging.WARNING, logger=sync.log.name):
+        report = run(conn)
+
+    assert (report.orders_changed, report.orders_new, report.lines_fetched) == (1, 1, 2)
+    assert report.orders_lines_unread == 2 and report.lines_deleted == 0
+    assert [line for line in held_lines(conn) if line[0] == changed["orderref"]] == lines_before
+    assert conn.execute(fingerprint, (changed["orderref"],)).fetchone() == held_before
+    assert held_orders(conn)[changed["orderref"]][6] == "Completed"      # the summary row is as listed
+    assert held_orders(conn)[new][6] == "Ordered" and [line for line in held_lines(conn) if line[0] == new] == []
+    assert conn.execute(fingerprint, (new,)).fetchone()[1] is None
+    for ref in (changed["orderref"], new):
+        assert f"getorderlines answered no line for order {ref}" in caplog.text
+    assert conn.execute("SELECT status FROM etl.run_ledger ORDER BY id DESC LIMIT 1").fetchone() == ("success",)
+
+    # PPMS answers again: the next run fetches both orders' lines, and the one after fetches nothing
+    ppms.control("ppms", empty_lines_for=[])
+    before = calls(ppms)
+    report = run(conn)
+    assert delta(calls(ppms), before) == {"getorders": 1, "getinvoicelist": 1, "getorderlines": 2}
+    assert report.orders_lines_unread == 0 and report.lines_fetched == 2
+    assert_tables_equal_the_sandbox(conn, ppms.state("ppms"))
+    before = calls(ppms)
+    assert run(conn).changes == 0 and delta(calls(ppms), before) == {"getorders": 1, "getinvoicelist": 1}
 
 
 def test_a_run_failing_halfway_writes_nothing_and_the_next_one_completes(ppms, conn, db_url):
