@@ -14,7 +14,6 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from etl import watermarks
@@ -24,6 +23,7 @@ from hooks.vendor_http import VendorApiError
 from integrations.itsperfect import orders
 from integrations.itsperfect.orders import PIPELINE, ExportError, accounts_to_export, export_orders
 from sandbox import itsperfect as itsp
+from tests.kill_points import Locker, until, waiting
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNT, CONNECTOR, WAREHOUSE = "acme", "itsperfect_default", 2
@@ -316,34 +316,6 @@ from integrations.itsperfect.orders import export_orders
 with db.connect(sys.argv[1]) as conn:
     export_orders(conn, ItsPerfectHook("itsperfect_default", conninfo=sys.argv[1]), "acme", run_id="killed")
 """
-
-
-class Locker:
-    """Row locks held from another session: where the worker must wait, it waits until it is killed."""
-
-    def __init__(self, db_url: str):
-        self.conn = psycopg.connect(db_url)
-
-    def lock(self, query: str, *params) -> None:
-        assert self.conn.execute(query + " FOR UPDATE", params).fetchall()
-
-    def release(self) -> None:
-        self.conn.rollback()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def until(condition, what: str, worker: subprocess.Popen | None = None, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert worker is None or worker.poll() is None, f"the export ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def waiting(conn) -> bool:
-    return scalar(conn, "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0
 
 
 def state_of(conn, order_id: str) -> str | None:

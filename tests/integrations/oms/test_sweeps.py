@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -19,6 +18,7 @@ from hooks.trackvia import TrackViaHook
 from hooks.vendor_http import VendorApiError
 from integrations.oms import config, sweeps
 from integrations.oms.sweep_rules import parse_sweeps
+from tests.kill_points import Locker, until, waiting
 
 ROOT = Path(__file__).resolve().parents[3]
 SWEEP = "cancelled_tickets_low_priority"
@@ -89,14 +89,6 @@ def test_over_10000_records_the_dry_run_reports_exactly_what_the_real_run_change
     assert trackvia.state("trackvia")["put_requests"] == len(planned)
 
 
-def until(condition, what: str, worker: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert worker.poll() is None, f"the sweep ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
-
-
 def kill_sweep(db_url: str, batch_size: int, ready, what: str) -> None:
     worker = subprocess.Popen([sys.executable, "-c", KILLABLE_SWEEP, db_url, SWEEP, str(batch_size)],
                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])})
@@ -127,23 +119,6 @@ def test_a_sweep_killed_midway_and_resumed_neither_redoes_nor_skips_a_record(tra
     assert conn.execute("SELECT count(*) FROM oms.sweep_runs WHERE status = 'running'").fetchone()[0] == 0
 
 
-class Locker:
-    """A row lock held from another session: the sweep waits there until it is killed."""
-
-    def __init__(self, db_url: str, query: str):
-        self.conn = psycopg.connect(db_url)
-        assert self.conn.execute(query + " FOR UPDATE").fetchall()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def waiting(conn) -> bool:
-    answer = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0
-    conn.commit()
-    return answer
-
-
 def test_a_sweep_killed_after_a_put_landed_but_before_its_row_closed_does_not_send_it_again(trackvia, db_url,
                                                                                             conn):
     planned = changes(conn, sweep(db_url, dry_run=True).run, "planned")
@@ -158,7 +133,8 @@ def test_a_sweep_killed_after_a_put_landed_but_before_its_row_closed_does_not_se
             sending = conn.execute("SELECT count(*) FROM oms.sweep_changes WHERE outcome = 'sending'").fetchone()[0]
             conn.commit()
             if sending:
-                locker = Locker(db_url, "SELECT 1 FROM oms.sweep_changes WHERE outcome = 'sending'")
+                locker = Locker(db_url)
+                locker.lock("SELECT 1 FROM oms.sweep_changes WHERE outcome = 'sending'")
         return locker is not None and trackvia.state("trackvia")["put_requests"] == 1 and waiting(conn)
 
     try:

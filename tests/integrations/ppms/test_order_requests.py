@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from hooks.pumapi import PumapiHook
@@ -24,6 +22,7 @@ from hooks.vendor_http import VendorApiError
 from integrations.ppms.order_requests import Line, LinesNeedOnCall, RequestConflict, export, record, validate
 from notifiers.failures import BadInput
 from sandbox import ppms as ppms_sandbox
+from tests.kill_points import Locker, until, waiting
 
 ROOT = Path(__file__).resolve().parents[3]
 SCOPE = "ppms_default"
@@ -164,37 +163,11 @@ class Gate:
         self.server.server_close()
 
 
-class Locker:
-    """Row locks held from another session: where the worker must write, it waits until it is killed."""
-
-    def __init__(self, db_url: str):
-        self.conn = psycopg.connect(db_url)
-
-    def lock(self, query: str, *params) -> None:
-        assert self.conn.execute(query + " FOR UPDATE", params).fetchall()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def scalar(conn, query: str, *params):
     conn.rollback()
     value = conn.execute(query, params).fetchone()[0]
     conn.rollback()
     return value
-
-
-def until(condition, what: str, worker=None, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert worker is None or (worker.poll() if hasattr(worker, "poll") else None) is None, \
-            f"the export ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def waiting(conn) -> bool:
-    return scalar(conn, "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0
 
 
 def state_of(conn, line_no: int) -> str | None:
