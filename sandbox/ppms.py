@@ -52,6 +52,18 @@ quantity: a line's quantity changed upstream does NOT change the order's summary
 
 Control `empty_lines_for: [orderref, ...]` (replaces the list; `[]` clears it): getorderlines answers an empty
 body for those orders while getorders still lists them: a PPMS that answers nothing for an order it lists.
+
+Control `corrupt: [...]` (replaces the list; `[]` clears it): records as a broken PPMS might send them, applied
+when rendering (the data itself is untouched, so clearing the list restores the answers):
+  {"orderref": N, "column": C, "value": V}               getorders' row of order N carries the text V in column
+                                                         C (an ORDER_COLUMNS name), e.g. `"31/02/2026"`
+  {"orderref": N, "orderid": L, "column": C, "value": V} the same for line L of order N in getorderlines
+                                                         (an ORDER_LINE_COLUMNS name)
+  {"orderref": N, "duplicate": true [, "column", "value"]}   getorders lists order N a second time, right after
+                                                         the first, identical or with column C set to V
+  {"invoiceid": X}                                       getinvoice and getinvoicedetails answer an empty body
+                                                         for invoice X, which getinvoicelist still lists
+V is written quoted, as PPMS writes text. Entries are applied in the order given.
 """
 from __future__ import annotations
 
@@ -207,18 +219,21 @@ class PpmsSandbox:
         self.calls: dict[str, int] = {}
         self.created_orders: list[dict] = []
         self.empty_lines_for: list[int] = []       # control `empty_lines_for`: getorderlines answers nothing
+        self.corrupt: list[dict] = []               # control `corrupt`: records rendered as a broken PPMS would
         self._build()
 
     def dump(self) -> dict:
         """Everything that changes (caller holds the state lock); users, groups, projects and systems are
         remade from the seed."""
-        return {**{name: getattr(self, name) for name in self.SAVED}, "empty_lines_for": self.empty_lines_for}
+        return {**{name: getattr(self, name) for name in self.SAVED}, "empty_lines_for": self.empty_lines_for,
+                "corrupt": self.corrupt}
 
     def load(self, saved: dict) -> None:
         self.reset()
         for name in self.SAVED:
             setattr(self, name, saved[name])
         self.empty_lines_for = list(saved.get("empty_lines_for", []))
+        self.corrupt = [dict(entry) for entry in saved.get("corrupt", [])]
         self.orders = [dict(order) for order in self.orders]
 
     def now(self) -> dt.datetime:
@@ -483,7 +498,16 @@ class PpmsSandbox:
         now = self.now()
         titles = [f"Orders of core facility {CORE_FACILITY}, {FACILITY_NAME}, as of {now:%Y/%m/%d %H:%M}",
                   f"{len(self.orders)} orders", ""]
-        rows = [_row(self._summary(o)) for o in sorted(self.orders, key=lambda o: o["orderref"])]
+        rows = []
+        for order in sorted(self.orders, key=lambda o: o["orderref"]):
+            summary = self._summary(order)
+            rows.append(_row(self._corrupted(summary, ORDER_COLUMNS, order["orderref"], None)))
+            for entry in self.corrupt:
+                if entry.get("duplicate") and entry.get("orderref") == order["orderref"]:
+                    twin = list(summary)
+                    if "column" in entry:
+                        twin[ORDER_COLUMNS.index(entry["column"])] = str(entry["value"])
+                    rows.append(_row(twin))
         return self._table(params, titles, ORDERS_TITLE_LINES, ", ".join(ORDER_COLUMNS), rows)
 
     def _do_getorderlines(self, params: dict) -> Response:
@@ -495,14 +519,26 @@ class PpmsSandbox:
             return _text([])
         titles = [f"Order {order['orderref']}, core facility {CORE_FACILITY}", f"{len(order['lines'])} lines", ""]
         summary = self._summary(order)
-        rows = [_row([*summary[:2], line["orderid"], line["serviceid"], Bare(line["quantity"]), *summary[2:]])
+        rows = [_row(self._corrupted([*summary[:2], line["orderid"], line["serviceid"], Bare(line["quantity"]),
+                                      *summary[2:]], ORDER_LINE_COLUMNS, order["orderref"], line["orderid"]))
                 for line in order["lines"]]
         return self._table(params, titles, ORDER_LINES_TITLE_LINES, ",".join(ORDER_LINE_COLUMNS), rows)
 
     def _do_getinvoicelist(self, params: dict) -> Response:
         return _text([invoice["invoiceid"] for invoice in self.invoices])
 
+    def _corrupted(self, values: list, columns: tuple[str, ...], orderref: int, orderid: int | None) -> list:
+        """`values` with the `corrupt` entries of this order (orderid None) or line applied."""
+        for entry in self.corrupt:
+            if (entry.get("orderref") == orderref and entry.get("orderid") == orderid and "column" in entry
+                    and not entry.get("duplicate")):
+                values = list(values)
+                values[columns.index(entry["column"])] = str(entry["value"])
+        return values
+
     def _invoice_of(self, params: dict) -> dict | None:
+        if any(entry.get("invoiceid") == params["invoiceid"].strip() for entry in self.corrupt):
+            return None
         return next((i for i in self.invoices if i["invoiceid"] == params["invoiceid"].strip()), None)
 
     def _do_getinvoice(self, params: dict) -> Response:
@@ -596,6 +632,8 @@ class PpmsSandbox:
         self.clock_offset += float(payload.get("advance_clock_seconds", 0))
         if "empty_lines_for" in payload:                   # [orderref, ...]: a PPMS answering nothing for them
             self.empty_lines_for = [int(ref) for ref in payload["empty_lines_for"]]
+        if "corrupt" in payload:                           # [{...}, ...]: records as a broken PPMS sends them
+            self.corrupt = [self._corruption(entry) for entry in payload["corrupt"]]
         for change in payload.get("update_orders", []):     # {"orderref", "status", "completed", "invoiced"}
             order = self._order(change["orderref"])
             if order is None:
@@ -629,6 +667,30 @@ class PpmsSandbox:
             self._upstream_order(spec)
         for spec in payload.get("add_invoices", []):        # {"orderrefs": [...]}
             self._upstream_invoice(spec)
+
+    def _corruption(self, entry: dict) -> dict:
+        if "invoiceid" in entry:
+            return {"invoiceid": str(entry["invoiceid"])}
+        order = self._order(entry["orderref"])
+        if order is None:
+            raise ControlError(f"no order {entry['orderref']}")
+        made = {"orderref": order["orderref"]}
+        if entry.get("orderid") is not None:
+            if entry.get("duplicate"):
+                raise ControlError("a duplicate is of an order's getorders row, not of a line")
+            if not any(line["orderid"] == int(entry["orderid"]) for line in order["lines"]):
+                raise ControlError(f"no line {entry['orderid']} in order {order['orderref']}")
+            made["orderid"] = int(entry["orderid"])
+        columns = ORDER_LINE_COLUMNS if "orderid" in made else ORDER_COLUMNS
+        if "column" in entry:
+            if entry["column"] not in columns:
+                raise ControlError(f"column must be one of {columns}")
+            made.update(column=entry["column"], value=str(entry["value"]))
+        elif not entry.get("duplicate"):
+            raise ControlError("a corruption names a column and its value, or is a duplicate")
+        if entry.get("duplicate"):
+            made["duplicate"] = True
+        return made
 
     def _upstream_order(self, spec: dict) -> None:
         """An order entered by a person in PPMS: any number of lines, any status."""

@@ -328,3 +328,89 @@ def test_the_dag_runs_for_real_and_a_full_run_is_a_param(ppms, conn, airflow_db)
     assert delta(state["calls"], before)["getorderlines"] == len(state["orders"])
     assert_tables_equal_the_sandbox(conn, state)
     assert [r[0] for r in conn.execute("SELECT mode FROM etl.run_ledger ORDER BY id")] == ["incremental", "backfill"]
+
+
+def quarantine(conn) -> list[tuple]:
+    return conn.execute("SELECT q.record_key, q.reason, q.payload FROM etl.quarantine q "
+                        "WHERE q.pipeline = 'ppms_sync' ORDER BY q.id").fetchall()
+
+
+def test_a_malformed_order_is_quarantined_the_rest_loads_and_the_next_run_loads_it(ppms, conn):
+    """getorders lists a new order twice with different values and a changed order's line holds a date PPMS
+    cannot have: both orders are quarantined (the held one keeps its rows), an order listed twice identically
+    is one order, every other order loads and the run succeeds; once PPMS answers right, the next run loads
+    both."""
+    run(conn)
+    state = ppms.state("ppms")
+    held = next(o for o in state["orders"] if o["status"] == "Ordered")
+    twin = next(o for o in state["orders"] if o["orderref"] != held["orderref"])
+    row = "SELECT * FROM ppms.orders WHERE order_ref = %s"
+    held_row = conn.execute(row, (held["orderref"],)).fetchone()
+    held_lines_before = [line for line in held_lines(conn) if line[0] == held["orderref"]]
+    ppms.control("ppms", update_orders=[{"orderref": held["orderref"], "status": "Completed"}],
+                 add_orders=[{"login": held["user"], "status": "Ordered", "lines": [{"serviceid": 102,
+                                                                                      "quantity": 1}]}])
+    new = ppms.state("ppms")["orders"][-1]["orderref"]
+    ppms.control("ppms", corrupt=[
+        {"orderref": held["orderref"], "orderid": held["lines"][0]["orderid"], "column": "Completed date",
+         "value": "31/02/2026"},
+        {"orderref": new, "duplicate": True, "column": "Status", "value": "Cancelled"},
+        {"orderref": twin["orderref"], "duplicate": True}])
+
+    report = run(conn)
+
+    assert report.quarantined == {"orders": 2, "invoices": 0} and report.orders_duplicates == 1
+    assert (report.orders_new, report.orders_changed, report.lines_fetched) == (0, 0, 1)
+    assert report.orders_listed == len(ppms.state("ppms")["orders"])
+    assert conn.execute(row, (held["orderref"],)).fetchone() == held_row
+    assert [line for line in held_lines(conn) if line[0] == held["orderref"]] == held_lines_before
+    assert new not in held_orders(conn)
+    others = {o["orderref"]: summary(o) for o in ppms.state("ppms")["orders"]
+              if o["orderref"] not in (held["orderref"], new)}
+    assert {ref: s for ref, s in held_orders(conn).items() if ref != held["orderref"]} == others
+    (dup_key, dup_reason, dup_payload), (line_key, line_reason, line_payload) = quarantine(conn)
+    assert line_key == f"order {held['orderref']}" and f"getorderlines of order {held['orderref']}" in line_reason
+    assert "'Completed date' holds '31/02/2026'" in line_reason
+    assert line_payload["order"]["Status"] == "Completed" and len(line_payload["lines"]) == len(held["lines"])
+    assert dup_key == f"order {new}" and f"getorders listed order {new} 2 times" in dup_reason
+    assert "'Status'" in dup_reason and [r["Status"] for r in dup_payload["rows"]] == ["Ordered", "Cancelled"]
+    assert conn.execute("SELECT status, rows_quarantined FROM etl.run_ledger ORDER BY id DESC LIMIT 1"
+                        ).fetchone() == ("success", 2)
+    counts = conn.execute("SELECT rows_read, rows_inserted + rows_updated + rows_unchanged + rows_quarantined "
+                          "FROM etl.run_ledger ORDER BY id DESC LIMIT 1").fetchone()
+    assert counts[0] == counts[1]
+
+    # PPMS answers right again: the next run loads both orders, the one after changes nothing
+    ppms.control("ppms", corrupt=[])
+    before = calls(ppms)
+    report = run(conn)
+    assert delta(calls(ppms), before) == {"getorders": 1, "getinvoicelist": 1, "getorderlines": 2}
+    assert (report.orders_new, report.orders_changed, report.quarantined["orders"]) == (1, 1, 0)
+    assert_tables_equal_the_sandbox(conn, ppms.state("ppms"))
+    assert run(conn).changes == 0
+
+
+def test_an_invoice_answering_nothing_is_quarantined_and_fetched_by_a_later_run(ppms, conn):
+    state = ppms.state("ppms")
+    missing = state["invoices"][3]["invoiceid"]
+    ppms.control("ppms", corrupt=[{"invoiceid": missing}])
+
+    report = run(conn)
+
+    assert report.quarantined == {"orders": 0, "invoices": 1}
+    assert report.invoices_new == report.invoices_listed - 1 == len(state["invoices"]) - 1
+    held = {row[0] for row in conn.execute("SELECT invoice_id FROM ppms.invoices")}
+    assert held == {i["invoiceid"] for i in state["invoices"]} - {missing}
+    [(key, reason, payload)] = quarantine(conn)
+    assert key == f"invoice {missing}" and f"for invoice {missing}, which getinvoicelist lists" in reason
+    assert payload == {"accounts": [], "details": []}
+    assert held_orders(conn) == {o["orderref"]: summary(o) for o in state["orders"]}
+    assert conn.execute("SELECT status, rows_quarantined FROM etl.run_ledger").fetchone() == ("success", 1)
+
+    ppms.control("ppms", corrupt=[])
+    before = calls(ppms)
+    report = run(conn)
+    assert delta(calls(ppms), before) == {"getorders": 1, "getinvoicelist": 1, "getinvoice": 1,
+                                          "getinvoicedetails": 1}
+    assert report.invoices_new == 1 and report.quarantined["invoices"] == 0
+    assert_tables_equal_the_sandbox(conn, ppms.state("ppms"))
