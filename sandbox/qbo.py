@@ -69,6 +69,14 @@ _CONDITION = re.compile(r"^\s*Meta[Dd]ata\.LastUpdatedTime\s*(>=|<=|>|<|=)\s*'([
 _ID_IN = re.compile(r"^\s*Id\s+IN\s*\(\s*('[^']*'(?:\s*,\s*'[^']*')*)\s*\)\s*$", re.IGNORECASE)
 
 
+def company_connection(sandbox_url: str, realm: str) -> dict:
+    """One sandbox company as an Airflow connection of type `qbo` (the OAuth app, the realm and its initial
+    refresh token), as `make up` and the tests write it."""
+    return {"conn_type": "qbo", "host": f"{sandbox_url}/qbo", "login": CLIENT_ID, "password": CLIENT_SECRET,
+            "extra": {"realm_id": realm, "refresh_token": INITIAL_REFRESH_TOKENS[realm],
+                      "oauth_endpoint_url": f"{sandbox_url}/qbo/oauth2/v1/tokens/bearer"}}
+
+
 def _stamp(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="seconds")
 

@@ -53,12 +53,7 @@ def sandbox_connections(sandbox_url: str) -> dict[str, dict]:
             # oauth_endpoint_url, not token_url: the connection form masks any extra named like "token".
             "extra": {"oauth_endpoint_url": oauth_endpoint_url, "authorize_url": f"{sandbox_url}/qbo/connect/oauth2"},
         },
-        "qbo_oms_pro": {
-            "conn_type": "qbo", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/qbo",
-            "login": qbo.CLIENT_ID, "password": qbo.CLIENT_SECRET,
-            "extra": {"realm_id": OMS_PRO_REALM, "refresh_token": qbo.INITIAL_REFRESH_TOKENS[OMS_PRO_REALM],
-                      "oauth_endpoint_url": oauth_endpoint_url},
-        },
+        "qbo_oms_pro": {"description": SANDBOX_DESCRIPTION, **qbo.company_connection(sandbox_url, OMS_PRO_REALM)},
         "trustfile_default": {
             "conn_type": "trustfile", "description": SANDBOX_DESCRIPTION, "host": f"{sandbox_url}/trustfile",
             "password": trustfile.TOKEN, "extra": {"provisioning_url": f"{sandbox_url}/trustfile"},

@@ -27,10 +27,7 @@ def linking(airflow_db, conn, db_url, sandbox, trackvia_connection, monkeypatch)
     conn.commit()
     monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
     trackvia_connection()
-    monkeypatch.setenv("AIRFLOW_CONN_QBO_OMS_PRO", json.dumps(
-        {**QBO_CONNECTION, "host": f"{sandbox.url}/qbo",
-         "extra": {"realm_id": REALM, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],
-                   "oauth_endpoint_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_OMS_PRO", json.dumps(qbo_sandbox.company_connection(sandbox.url, REALM)))
     return sandbox
 
 

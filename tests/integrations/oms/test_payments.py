@@ -27,11 +27,7 @@ def hooks(sandbox, db_url, conn, trackvia_connection, monkeypatch):
                  "etl.watermarks")
     conn.commit()
     monkeypatch.setenv("INTEGRATIONS_FERNET_KEY", Fernet.generate_key().decode())
-    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(
-        {"conn_type": "qbo", "host": f"{sandbox.url}/qbo", "login": qbo_sandbox.CLIENT_ID,
-         "password": qbo_sandbox.CLIENT_SECRET,
-         "extra": {"realm_id": REALM, "refresh_token": qbo_sandbox.INITIAL_REFRESH_TOKENS[REALM],
-                   "token_url": f"{sandbox.url}/qbo/oauth2/v1/tokens/bearer"}}))
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_DEFAULT", json.dumps(qbo_sandbox.company_connection(sandbox.url, REALM)))
     trackvia_connection()
     return QboHook(conninfo=db_url), TrackViaHook(conninfo=db_url)
 

@@ -30,11 +30,8 @@ LINES = (Line(101, Decimal("1.5")), Line(102, Decimal("2"), comments="grids"), L
 
 
 @pytest.fixture
-def ppms(sandbox, conn, monkeypatch):
+def ppms(ppms_connection, sandbox, conn):
     """ppms_default on the sandbox, fast backoff, an empty outbox; an active PPMS login."""
-    monkeypatch.setenv("AIRFLOW_CONN_PPMS_DEFAULT", json.dumps(ppms_sandbox.airflow_connection(sandbox.url)))
-    monkeypatch.setattr(PumapiHook, "backoff_initial", 0.01)
-    monkeypatch.setattr(PumapiHook, "backoff_max", 0.05)
     conn.execute("TRUNCATE ppms.order_requests")
     conn.commit()
     return Facility(conn, sandbox, PumapiHook(SCOPE).call("getusers", active="true")[0])

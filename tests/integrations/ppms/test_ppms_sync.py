@@ -25,10 +25,7 @@ TABLES = {"orders": "order_ref", "order_lines": "order_ref, line_id", "invoices"
 
 
 @pytest.fixture
-def ppms(sandbox, conn, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_PPMS_DEFAULT", json.dumps(ppms_sandbox.airflow_connection(sandbox.url)))
-    monkeypatch.setattr(PumapiHook, "backoff_initial", 0.01)
-    monkeypatch.setattr(PumapiHook, "backoff_max", 0.05)
+def ppms(ppms_connection, sandbox, conn):
     conn.execute("TRUNCATE ppms.orders, ppms.invoices, etl.run_ledger CASCADE")
     conn.commit()
     return sandbox
