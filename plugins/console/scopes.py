@@ -75,6 +75,8 @@ WAITING = {"connector_off": "TrustFile connector switched off", "disabled": "dis
 # Integrations and host systems as people call them (keys as in etl.credentials.integration).
 TITLES = {"trustfile": "TrustFile", "qbo": "QuickBooks Online", "servicetrade": "ServiceTrade",
           "itsperfect": "ItsPerfect", "ppms": "Stratocore PPMS", "oms": "OMS-Pro (TrackVia)", "platform": "Platform"}
+# The integration whose section shows a request budget, by the budget's vendor when they are named apart.
+BUDGET_OWNERS = {"trackvia": "oms"}
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,9 @@ def overview(conn: psycopg.Connection, now: dt.datetime | None = None) -> Overvi
                                                                                             scope.integration)))
         integrations[scope.integration].scopes.append(scope)
     for budget in usage(conn, now=now):
-        integrations.setdefault(budget.vendor, Integration(budget.vendor, TITLES.get(budget.vendor, budget.vendor)))
-        integrations[budget.vendor].budgets.append(budget)
+        owner = BUDGET_OWNERS.get(budget.vendor, budget.vendor)
+        integrations.setdefault(owner, Integration(owner, TITLES.get(owner, owner)))
+        integrations[owner].budgets.append(budget)
     for integration in integrations.values():
         integration.scopes.sort(key=_problems_first)
     return Overview(now, sorted(integrations.values(),

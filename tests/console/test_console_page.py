@@ -67,6 +67,18 @@ def test_request_budgets_show_used_left_and_the_reset_under_their_integration(se
     assert "700 remaining" in " ".join(cells[4])
 
 
+def test_the_trackvia_budget_shows_under_oms_pro(seed):
+    from etl.request_budget import reserve
+
+    seed.conn.commit()
+    reserve(seed.conn, "trackvia", "https://go.trackvia.com", limit=5000, headroom=50, now=seed.now)
+
+    html = render(seed)
+    section = re.search(r'<section class="integration" id="oms">(.*?)</section>', html, re.S)
+    assert section and 'data-budget="https://go.trackvia.com"' in section.group(1)
+    assert 'id="trackvia"' not in html
+
+
 def test_deferred_shows_the_time_it_runs_next(seed):
     next_run = seed.now.replace(minute=0) + H
     seed.connection("c-1", company_name="Acme", next_sync_at=next_run)
