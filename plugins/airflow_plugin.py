@@ -6,11 +6,12 @@ executed, as the same module `health`, by every Airflow process. Our packages ar
 ordinary way, as `etl`, `hooks`, `integrations`... from the plugins folder on sys.path.
 
 Mounted here, in the API server: the TrustFile extractor API under /extractor, the Integrations
-page (with the docs it serves) under /integrations, in the UI's navigation, and the ItsPerfect admin
-API under /itsperfect. Airflow does not authenticate plugin apps: the extractor checks TrustFile's
-token itself; the Integrations page and the ItsPerfect admin API ask Airflow's own auth manager
+page (with the docs it serves) under /integrations, in the UI's navigation, the ItsPerfect admin
+API under /itsperfect and the ServiceTrade webhook receiver under /servicetrade-webhooks. Airflow does
+not authenticate plugin apps: the extractor checks TrustFile's token itself, the receiver the secret
+in its URL; the Integrations page and the ItsPerfect admin API ask Airflow's own auth manager
 (console.app, integrations.itsperfect.api.common). This file is imported by every Airflow process,
-each task included, so those two apps are built on their first request, not here.
+each task included, so those apps are built on their first request, not here.
 """
 from __future__ import annotations
 
@@ -56,3 +57,17 @@ class ItsPerfectAdminPlugin(AirflowPlugin):
     name = "itsperfect_admin"
     fastapi_apps = [{"app": OnFirstRequest(_itsperfect_admin_app), "url_prefix": "/itsperfect",
                      "name": "ItsPerfect admin API"}]
+
+
+def _servicetrade_receiver_app():
+    from integrations.servicetrade.receiver import create_app as create_receiver_app
+
+    return create_receiver_app()
+
+
+class ServiceTradeWebhooksPlugin(AirflowPlugin):
+    """ServiceTrade's deliveries, stored before they are answered (integrations.servicetrade.receiver)."""
+
+    name = "servicetrade_webhooks"
+    fastapi_apps = [{"app": OnFirstRequest(_servicetrade_receiver_app), "url_prefix": "/servicetrade-webhooks",
+                     "name": "ServiceTrade webhook receiver"}]

@@ -24,8 +24,12 @@ from hooks.vendor_http import VendorApiError, VendorHttpHook, register_secret
 
 log = logging.getLogger(__name__)
 
-PLURAL = {"job": "jobs", "invoice": "invoices", "location": "locations", "company": "companies"}
-PAGE_LIMIT = {"job": 1000, "invoice": 1000, "location": 1000, "company": 500}
+PLURAL = {"job": "jobs", "invoice": "invoices", "location": "locations", "company": "companies",
+          "jobitem": "jobItems"}
+PAGE_LIMIT = {"job": 1000, "invoice": 1000, "location": 1000, "company": 500, "jobitem": 1000}
+# Every job status ServiceTrade documents: the job list must name them all (its default is `scheduled`).
+JOB_STATUSES = ("new", "canceled", "bidding", "scheduled", "completed", "pending_invoice", "sending_invoice",
+                "invoiced", "closed")
 
 
 def unix_seconds(moment: dt.datetime | int) -> int:
@@ -118,6 +122,44 @@ class ServiceTradeHook(VendorHttpHook):
         if updated_before is not None:
             params["updatedBefore"] = unix_seconds(updated_before)
         return self.paginate("invoice", params)
+
+    def list_jobs(self, updated_after: dt.datetime | int) -> Iterator[dict]:
+        """Jobs of every status, canceled included, updated on or after `updated_after`."""
+        return self.paginate("job", {"updatedAfter": unix_seconds(updated_after), "status": ",".join(JOB_STATUSES)})
+
+    def get(self, entity: str, record_id: int) -> dict | None:
+        """One entity's current state; None when ServiceTrade answers 404 (deleted, or never existed)."""
+        try:
+            answer = self.call("GET", f"/{entity}/{int(record_id)}")
+        except VendorApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = answer.get("data")
+        if not isinstance(data, dict) or data.get("id") is None:
+            raise VendorApiError(self.vendor, "GET", f"/{entity}/{int(record_id)}", 200,
+                                 "answer without data.id", hint="unexpected response shape; nothing was loaded")
+        return data
+
+    # ---- webhook subscriptions (hookUrl carries our secret: never logged, registered as one) ---
+
+    def webhooks(self) -> list[dict]:
+        """The account's webhook subscriptions."""
+        data = self.call("GET", "/webhook").get("data") or {}
+        return list(data.get("webhooks") or [])
+
+    def create_webhook(self, hook_url: str) -> dict:
+        """Subscribe `hook_url` to the account's firehose (we filter on our side; no changesets: we fetch current
+        state). Sent once: a repeat after a lost answer could subscribe twice (the subscription DAG lists first)."""
+        answer = self.call("POST", "/webhook", idempotent=False, json={"hookUrl": hook_url, "includeChangesets": False})
+        return answer.get("data") or {}
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        try:
+            self.call("DELETE", f"/webhook/{int(webhook_id)}")
+        except VendorApiError as exc:
+            if exc.status != 404:   # already gone is what we wanted
+                raise
 
     def check_credentials(self) -> None:
         with self.transaction():

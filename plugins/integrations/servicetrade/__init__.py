@@ -1,0 +1,1 @@
+"""ServiceTrade webhooks: receiver, debounced events, processing, safety net and subscriptions."""
