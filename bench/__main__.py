@@ -2,14 +2,15 @@
 
 BENCH_ROWS scales the loader benchmark (default 1,000,000); BENCH_TRUSTFILE_DOCUMENTS lists the
 TrustFile sync sizes (default 10000,100000); BENCH_ITSPERFECT_BARCODES the ItsPerfect warehouse sizes
-(default 5000,50000); BENCH_OMS_TICKETS the OMS-Pro sweep's table size (default 10000).
+(default 5000,50000); BENCH_OMS_TICKETS the OMS-Pro sweep's table size (default 10000); BENCH_WEBHOOK_RATE
+and BENCH_WEBHOOK_SECONDS the webhook receiver's load (default 600 messages/s for 20 s).
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from bench import itsperfect_stock_bench, loader_bench, oms_sweep_bench, trustfile_sync_bench
+from bench import itsperfect_stock_bench, loader_bench, oms_sweep_bench, trustfile_sync_bench, webhook_receiver_bench
 
 
 def main() -> int:
@@ -17,6 +18,7 @@ def main() -> int:
     trustfile_sync_bench.main()
     itsperfect_stock_bench.main()
     oms_sweep_bench.main()
+    webhook_receiver_bench.main()
     return 0
 
 

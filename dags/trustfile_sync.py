@@ -1,8 +1,9 @@
-"""Hourly: every enabled, authorized TrustFile connection synced from its host system and pushed."""
+"""Hourly, and when ServiceTrade invoices change: enabled, authorized TrustFile connections synced and pushed."""
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from integrations.servicetrade.assets import SERVICETRADE_INVOICES_CHANGED
 from notifiers.on_call import OnCallNotifier
 from operators.dag_defaults import START_DATE, default_args
 
@@ -23,12 +24,17 @@ with 4). The connection's `statusMessage`, `lastSyncAt`, `nextSyncAt` and activi
 failures are also listed by `GET /extractor/errors`. A failed task's log starts with the on-call summary:
 the connection and its company, what happened, the next step and its runbook section
 (`docs/integrations/trustfile.md`, *Sync failures and what on-call does*).
+
+Besides the top of every hour, the DAG runs when servicetrade_webhook_events announces changed ServiceTrade
+invoices (asset `servicetrade_invoices_changed`): such a run syncs only the due connections whose host is
+ServiceTrade and whose account the event names, so a changed invoice reaches TrustFile within minutes.
 """
 
 
 @dag(
     dag_id="trustfile_sync",
-    schedule="@hourly",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@hourly", timezone="UTC"),
+                                 assets=[SERVICETRADE_INVOICES_CHANGED]),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -47,9 +53,11 @@ the connection and its company, what happened, the next step and its runbook sec
 def trustfile_sync():
     @task
     def due_connections() -> list[dict]:
+        from airflow.sdk import get_current_context
+
         from integrations.trustfile.tasks import due_scopes
 
-        return due_scopes()
+        return due_scopes(get_current_context())
 
     # Each mapped task is named by its company in the UI, from the start of its run.
     @task(pool="trustfile_sync", map_index_template="{{ task.op_kwargs['connection']['name'] }}")

@@ -8,13 +8,13 @@ how many entities were new or different from what we held.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from etl.loader import UpsertCounts, upsert
 from etl.tables import TargetTable
@@ -46,8 +46,7 @@ class Entity:
     def row(self, account: str, record: dict) -> tuple:
         if record.get("id") is None or record.get("updated") is None:
             raise ValueError(f"{self.name} record without id or updated: {sorted(record)[:12]}")
-        return (account, int(record["id"]), *self.columns(record), _when(record["updated"]),
-                json.dumps(record, separators=(",", ":"), sort_keys=True), None)
+        return (account, int(record["id"]), *self.columns(record), _when(record["updated"]), Jsonb(record), None)
 
 
 def _table(name: str, *typed: str) -> TargetTable:

@@ -100,10 +100,44 @@ def due_connections() -> list[str]:
     return ready
 
 
-def due_scopes() -> list[dict]:
-    """The due connections with their display names, which name the mapped sync tasks in the UI."""
+# servicetrade_webhook_events updates this asset (by name: one integration never imports another) when invoices of
+# ServiceTrade accounts changed; its extra names them: {"accounts": [...]}.
+SERVICETRADE_INVOICES_CHANGED = "servicetrade_invoices_changed"
+
+
+def changed_servicetrade_accounts(triggering_asset_events) -> set[str] | None:
+    """The ServiceTrade accounts the run's triggering asset events name; None for a run no asset event
+    triggered (scheduled or manual: every due connection runs)."""
+    if not triggering_asset_events:
+        return None
+    accounts: set[str] = set()
+    for asset in triggering_asset_events:
+        if getattr(asset, "name", None) != SERVICETRADE_INVOICES_CHANGED:
+            continue
+        for event in triggering_asset_events[asset]:
+            named = (getattr(event, "extra", None) or {}).get("accounts") or []
+            accounts.update(str(a) for a in named if isinstance(a, str))
+    return accounts
+
+
+def servicetrade_connections_of(conn, connection_ids: list[str], accounts: set[str]) -> list[str]:
+    """Of `connection_ids`, those whose host is ServiceTrade and whose account is one of `accounts`."""
+    return [r[0] for r in conn.execute(
+        "SELECT connection_id FROM trustfile.connections WHERE connection_id = ANY(%s) "
+        "AND host_system = 'servicetrade' AND host_identifier = ANY(%s) ORDER BY connection_id",
+        (connection_ids, sorted(accounts))).fetchall()]
+
+
+def due_scopes(context=None) -> list[dict]:
+    """The due connections with their display names, which name the mapped sync tasks in the UI. In a run that
+    ServiceTrade's changed invoices triggered, only the due connections of those accounts."""
     ready = due_connections()
+    accounts = changed_servicetrade_accounts((context or {}).get("triggering_asset_events"))
     with db.connect() as conn:
+        if accounts is not None:
+            ready = servicetrade_connections_of(conn, ready, accounts)
+            log.info("run triggered by changed ServiceTrade invoices of %s: %d connection(s) of theirs due: %s",
+                     ", ".join(sorted(accounts)) or "no account", len(ready), ", ".join(ready) or "none")
         shown = status.names(conn, ready)
     return [{"connection_id": c, "name": shown.get(c, c)} for c in ready]
 
