@@ -239,6 +239,8 @@ def run_demo(local: dict, env: dict, stopping) -> list[str]:
         lines = [s.line() for s in seeded]
         if demo_itsperfect.CONNECTOR in local["sandboxed"]:
             lines += demo_itsperfect.seed(platform)
+        if demo.WEBHOOK_ACCOUNT in local["sandboxed"]:
+            lines.append(demo.subscribe_webhooks(platform))     # before the first runs: the safety net's account
         if lines:
             lines += demo.start_first_runs(platform, stopping)
         return lines

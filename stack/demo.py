@@ -10,6 +10,9 @@ TrustFile extractor: a QuickBooks company and a ServiceTrade account, each
                ServiceTrade by its Airflow connection (`servicetrade_default`), named at provisioning;
   enabled      with `PUT /extractor/connections/{id}` as TrustFile does, from START_DATE: the sandbox's
                documents are dated January 2026.
+ServiceTrade's webhooks: a `servicetrade_webhook_subscription` run subscribes `servicetrade_default` to this API
+server's receiver, so the sandbox delivers every change of its entities (an edited invoice reaches TrustFile
+within a minute of its quiet window).
 Nothing is written to the database here: what the demo knows of a tenant it reads back.
 
 Airflow creates DAGs paused (`[core] dags_are_paused_at_creation`). Once the tenants are seeded, every
@@ -42,6 +45,8 @@ START_DATE = "2026-01-01"          # the sandbox's documents: QuickBooks 5 Janua
 REDIRECT_URI = "https://app.trustfile.example/connectors/success"
 RUNS_AFTER_THE_OTHERS = ("integrations_maintenance",)    # reports on every pipeline's watermarks
 PROVISION_DAG = "trustfile_provision"
+WEBHOOK_SUBSCRIPTION_DAG = "servicetrade_webhook_subscription"
+WEBHOOK_ACCOUNT = "servicetrade_default"
 FIRST_RUNS_TIMEOUT = 600
 
 
@@ -292,6 +297,26 @@ def enable(platform: Platform, connection_id: str) -> None:
     if answer.status_code != 200:
         raise DemoError(f"PUT /extractor/connections/{connection_id} answered {answer.status_code}: "
                         f"{answer.text[:200]}")
+
+
+# ---- ServiceTrade webhooks ------------------------------------------------------------------------
+
+
+def subscribe_webhooks(platform: Platform, account: str = WEBHOOK_ACCOUNT) -> str:
+    """A `servicetrade_webhook_subscription` run for the sandboxed account, as someone fills the form: the sandbox
+    then delivers the account's changes to the receiver of this API server (SERVICETRADE_WEBHOOK_URL). Every
+    `make up` runs it: it verifies the subscription, or makes it again when the sandbox lost its state."""
+    from etl.db import connect
+
+    unpause(platform, WEBHOOK_SUBSCRIPTION_DAG)
+    run_id = trigger(platform, WEBHOOK_SUBSCRIPTION_DAG, {"account": account})
+    state = wait_for_runs(platform, WEBHOOK_SUBSCRIPTION_DAG, [run_id], timeout_seconds=300)[run_id]
+    if state != "success":
+        raise DemoError(f"{WEBHOOK_SUBSCRIPTION_DAG} {state} for {account} ({run_id}): open the run in the UI")
+    with connect(platform.integrations_url) as conn:
+        subscription, base = conn.execute("SELECT subscription_id, hook_url_base FROM servicetrade.webhook_accounts "
+                                          "WHERE account = %s", (account,)).fetchone()
+    return f"ServiceTrade webhooks: {account} subscription {subscription} delivers to {base}***"
 
 
 # ---- first runs -----------------------------------------------------------------------------------

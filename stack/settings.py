@@ -82,6 +82,9 @@ def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url
         # Where browsers reach the extractor API: Intuit sends the QuickBooks consent back to
         # <this>/oauth/qbo/callback, which must be a redirect URI of the Intuit app.
         "EXTRACTOR_PUBLIC_URL": os.environ.get("EXTRACTOR_PUBLIC_URL") or f"http://127.0.0.1:{API_PORT}/extractor",
+        # Where ServiceTrade delivers webhooks (servicetrade_webhook_subscription's default receiver URL).
+        "SERVICETRADE_WEBHOOK_URL": os.environ.get("SERVICETRADE_WEBHOOK_URL")
+        or f"http://127.0.0.1:{API_PORT}/servicetrade-webhooks",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",

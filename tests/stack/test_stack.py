@@ -18,6 +18,7 @@ import psutil
 import pytest
 import requests
 
+from sandbox import servicetrade as st
 from stack.connections import OMS_PRO_REALM
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,10 +281,49 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
                               "GROUP BY 1"))
     assert linked.get("success", 0) >= 1 and any(r["QBO Payment IDs"] for r in oms["records"]["Tickets"])
 
-    for dag_id in set(dag_ids) - {"trustfile_sync", "integrations_maintenance"}:
+    # servicetrade_webhook_events fetches only what webhooks announced: _assert_an_invoice_edit_reaches_trustfile
+    # shows its real work.
+    for dag_id in set(dag_ids) - {"trustfile_sync", "integrations_maintenance", "servicetrade_webhook_events"}:
         run = runs[dag_id]
         calls = stack.sandbox_requests(_epoch(run["start_date"]), _epoch(run["end_date"]))
         assert calls, f"{dag_id}'s first run made no call to the sandbox"
+
+
+QUIET_SECONDS = 30    # include/servicetrade_webhooks.yaml's default quiet window
+
+
+def _assert_an_invoice_edit_reaches_trustfile(stack: Stack, output: str) -> None:
+    """Issue 14's acceptance: an invoice edited at ServiceTrade reaches its TrustFile item within the quiet window
+    + 60 s, through the webhook (sandbox delivery -> receiver -> watcher -> servicetrade_webhook_events -> the
+    asset -> trustfile_sync), with no hourly run involved."""
+    connection_id = _demo_connections(output)["ServiceTrade"]
+    holdings = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"][connection_id]
+    item = next(i for i in holdings if i["itemId"].startswith("servicetrade-invoice-") and not i.get("refund"))
+    invoice_id = int(item["itemId"].rsplit("-", 1)[1])
+    moved = dt.date.fromisoformat(item["transactionDate"][:10]) + dt.timedelta(days=3)
+    api = f"{stack.sandbox}/servicetrade/api"
+    session = requests.post(f"{api}/auth", json={"username": st.USERNAME, "password": st.PASSWORD},
+                            timeout=30).json()["data"]["authToken"]
+    edited_at = time.time()
+    requests.put(f"{api}/invoice/{invoice_id}", cookies={"PHPSESSID": session}, timeout=30,
+                 json={"transactionDate": int(dt.datetime(moved.year, moved.month, moved.day,
+                                                          tzinfo=dt.timezone.utc).timestamp())}).raise_for_status()
+    requests.delete(f"{api}/auth", cookies={"PHPSESSID": session}, timeout=30)
+    deadline = edited_at + QUIET_SECONDS + 120
+    while time.time() < deadline:
+        items = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"][connection_id]
+        now = next(i for i in items if i["itemId"] == item["itemId"] and i.get("refund") == item.get("refund"))
+        if now["transactionDate"].startswith(moved.isoformat()):
+            break
+        time.sleep(1)
+    took = time.time() - edited_at
+    print(f"invoice {invoice_id} edited at ServiceTrade -> its TrustFile item updated in {took:.1f} s "
+          f"(quiet window {QUIET_SECONDS} s)")
+    assert now["transactionDate"].startswith(moved.isoformat()), f"not updated within {took:.0f} s"
+    assert took <= QUIET_SECONDS + 60
+    syncs = stack.get("/api/v2/dags/trustfile_sync/dagRuns?order_by=-run_after&limit=20")["dag_runs"]
+    since_edit = [r for r in syncs if r["start_date"] and _epoch(r["start_date"]) >= edited_at]
+    assert {r["run_type"] for r in since_edit} == {"asset_triggered"}, since_edit
 
 
 def test_up_leaves_a_working_demo_that_survives_down_and_up_again(stack_env):
@@ -296,6 +336,7 @@ def test_up_leaves_a_working_demo_that_survives_down_and_up_again(stack_env):
         _assert_the_banner_says_where_everything_is(output, stack_env, stack.extractor_token)
         _assert_first_runs_did_real_work(stack, output)
         assert time.monotonic() - started < 600
+        _assert_an_invoice_edit_reaches_trustfile(stack, output)
         connections = subprocess.run([sys.executable, "-c", LIST_CONNECTIONS], cwd=ROOT, env=stack_env,
                                      capture_output=True, text=True, timeout=60, check=True).stdout
         extractor = subprocess.run([sys.executable, "-c", EXTRACTOR], cwd=ROOT, env=stack_env,

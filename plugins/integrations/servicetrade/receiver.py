@@ -37,7 +37,6 @@ POOL_SIZE = 8                  # connections per API server worker
 CONNECT_TIMEOUT_SECONDS = 2
 ANSWER_WITHIN_SECONDS = 4.0    # ServiceTrade waits 5 s; a store that has not committed by then answers 503
 ACCOUNTS_FRESH_SECONDS = 30.0  # how long the accounts' secret digests are trusted before they are read again
-UNKNOWN_RELOAD_SECONDS = 2.0   # an unknown account rereads them at most this often (a new subscription works at once)
 _NO_SECRET = bytes(32)
 
 
@@ -69,37 +68,46 @@ class ConnectionPool:
 
 
 class Accounts:
-    """account -> digests of the secrets its subscriptions carry, read from servicetrade.webhook_accounts."""
+    """account -> digests of the secrets its subscriptions carry, read from servicetrade.webhook_accounts.
+
+    A secret that matches nothing read so far is checked once more against digests read after the request came:
+    a subscription made or rotated a moment ago (its digest committed before ServiceTrade's first delivery) is
+    accepted at once, never answered 404 (which ServiceTrade counts as delivered). Those rereads run one at a time
+    and one serves every request that arrived before it started, so a flood of wrong secrets costs one small query
+    at a time, never a write."""
 
     def __init__(self, pool: ConnectionPool):
         self.pool = pool
         self.digests: dict[str, tuple[bytes, ...]] | None = None
-        self.read_at = 0.0
+        self.read_at = 0.0          # monotonic time the read in self.digests started
         self.lock = asyncio.Lock()
 
-    async def digests_of(self, account: str) -> tuple[bytes, ...]:
+    async def digests_of(self, account: str, *, read_after: float | None = None) -> tuple[bytes, ...]:
+        """The account's digests; with `read_after`, from a read started after that monotonic time."""
         age = time.monotonic() - self.read_at
         if self.digests is None or age > ACCOUNTS_FRESH_SECONDS or (
-                account not in self.digests and age > UNKNOWN_RELOAD_SECONDS):
-            await self._reload()
+                read_after is not None and self.read_at <= read_after):
+            await self._reload(read_after)
         return self.digests.get(account, ())
 
-    async def _reload(self) -> None:
+    async def _reload(self, read_after: float | None) -> None:
         async with self.lock:
-            if self.digests is not None and time.monotonic() - self.read_at <= UNKNOWN_RELOAD_SECONDS:
+            if self.digests is not None and (self.read_at > read_after if read_after is not None
+                                             else time.monotonic() - self.read_at <= ACCOUNTS_FRESH_SECONDS):
                 return   # another request just read them
+            started = time.monotonic()
             try:
                 async with self.pool.connection() as conn:
                     rows = await (await conn.execute(inbox.ACCOUNTS)).fetchall()
             except psycopg.Error as exc:
-                if self.digests is None:
+                if self.digests is None or read_after is not None:
                     raise Unavailable(type(exc).__name__) from None
                 log.warning("webhook accounts not reread (%s); the ones read before still apply", type(exc).__name__)
-                self.read_at = time.monotonic()
+                self.read_at = started
                 return
             self.digests = {account: tuple(bytes(d) for d in (current, previous) if d is not None)
                             for account, current, previous in rows}
-            self.read_at = time.monotonic()
+            self.read_at = started
 
 
 def _matches(secret: str, digests: tuple[bytes, ...]) -> bool:
@@ -129,9 +137,12 @@ async def deliver(account: str, secret: str, request: Request) -> JSONResponse:
     remote = _address(request)
     if not config.allows(remote):
         return _answer(403, "address not allowed")
+    arrived = time.monotonic()
     try:
         async with asyncio.timeout(ANSWER_WITHIN_SECONDS):
             known = _matches(secret, await app.state.accounts.digests_of(account))
+            if not known:
+                known = _matches(secret, await app.state.accounts.digests_of(account, read_after=arrived))
     except (Unavailable, TimeoutError) as exc:
         log.warning("the webhook accounts cannot be read (%s): a delivery for %s answered 503, ServiceTrade delivers "
                     "again", type(exc).__name__, account)
