@@ -261,8 +261,10 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
 
     maintenance = runs["integrations_maintenance"]["dag_run_id"]
     report = stack.xcom("integrations_maintenance", maintenance, "report_watermark_lag")
-    # and the brand's order export, OMS-Pro's two tables, and the QuickBooks company linked to OMS-Pro
-    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand", "tickets", "site_visits", OMS_PRO_REALM}
+    # and the brand's order export, OMS-Pro's two tables, the QuickBooks company linked to OMS-Pro and the
+    # ServiceTrade account the safety net reads
+    assert {r["scope"] for r in report} == {*demo.values(), "demo-brand", "tickets", "site_visits", OMS_PRO_REALM,
+                                            "servicetrade_default"}
 
     # The ItsPerfect brand: both stores hold their warehouse's stock, its orders reached the tenant once.
     assert "ItsPerfect brand Demo Fashion (account demo-brand) -> connector itsperfect_default" in output
@@ -292,12 +294,14 @@ def _assert_first_runs_did_real_work(stack: Stack, output: str) -> None:
 QUIET_SECONDS = 30    # include/servicetrade_webhooks.yaml's default quiet window
 
 
-def _assert_an_invoice_edit_reaches_trustfile(stack: Stack, output: str) -> None:
+def _assert_an_invoice_edit_reaches_trustfile(stack: Stack) -> None:
     """Issue 14's acceptance: an invoice edited at ServiceTrade reaches its TrustFile item within the quiet window
     + 60 s, through the webhook (sandbox delivery -> receiver -> watcher -> servicetrade_webhook_events -> the
     asset -> trustfile_sync), with no hourly run involved."""
-    connection_id = _demo_connections(output)["ServiceTrade"]
-    holdings = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"][connection_id]
+    # The sandbox keeps TrustFile's items per company token; the ServiceTrade tenant's are its invoices.
+    companies = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"]
+    company, holdings = next((c, items) for c, items in companies.items()
+                             if any(i["itemId"].startswith("servicetrade-invoice-") for i in items))
     item = next(i for i in holdings if i["itemId"].startswith("servicetrade-invoice-") and not i.get("refund"))
     invoice_id = int(item["itemId"].rsplit("-", 1)[1])
     moved = dt.date.fromisoformat(item["transactionDate"][:10]) + dt.timedelta(days=3)
@@ -311,7 +315,7 @@ def _assert_an_invoice_edit_reaches_trustfile(stack: Stack, output: str) -> None
     requests.delete(f"{api}/auth", cookies={"PHPSESSID": session}, timeout=30)
     deadline = edited_at + QUIET_SECONDS + 120
     while time.time() < deadline:
-        items = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"][connection_id]
+        items = requests.get(f"{stack.sandbox}/_sandbox/state/trustfile", timeout=30).json()["items"][company]
         now = next(i for i in items if i["itemId"] == item["itemId"] and i.get("refund") == item.get("refund"))
         if now["transactionDate"].startswith(moved.isoformat()):
             break
@@ -336,7 +340,7 @@ def test_up_leaves_a_working_demo_that_survives_down_and_up_again(stack_env):
         _assert_the_banner_says_where_everything_is(output, stack_env, stack.extractor_token)
         _assert_first_runs_did_real_work(stack, output)
         assert time.monotonic() - started < 600
-        _assert_an_invoice_edit_reaches_trustfile(stack, output)
+        _assert_an_invoice_edit_reaches_trustfile(stack)
         connections = subprocess.run([sys.executable, "-c", LIST_CONNECTIONS], cwd=ROOT, env=stack_env,
                                      capture_output=True, text=True, timeout=60, check=True).stdout
         extractor = subprocess.run([sys.executable, "-c", EXTRACTOR], cwd=ROOT, env=stack_env,
