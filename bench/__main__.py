@@ -3,7 +3,7 @@
 BENCH_ROWS scales the loader benchmark (default 1,000,000); BENCH_TRUSTFILE_DOCUMENTS lists the
 TrustFile sync sizes (default 10000,100000); BENCH_ITSPERFECT_BARCODES the ItsPerfect warehouse sizes
 (default 5000,50000); BENCH_OMS_TICKETS the OMS-Pro sweep's table size (default 10000); BENCH_WEBHOOK_RATE
-and BENCH_WEBHOOK_SECONDS the webhook receiver's load (default 600 messages/s for 20 s).
+and BENCH_WEBHOOK_SECONDS the webhook receiver's load (default 500 messages/s for 20 s).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ServiceTrade webhook receiver under load from a second process, then with its database stopped for 10 s.
 
-Real parts: Airflow's API server app with our plugins (bench.webhook_api_server, one worker, Airflow's default),
+Real parts: Airflow's API server app with our plugins (bench.webhook_api_server, as many workers as `make up` runs),
 PostgreSQL, and a sender process (bench.webhook_load) that behaves as ServiceTrade: open loop at a fixed rate,
 5 s answer limit, 3 attempts with retries on 5xx. Reported per phase: the sender's figures (rate, p50/p99/max,
 answers) and what the inbox holds afterwards: messages stored against messages sent (lost = sent - stored),
@@ -30,7 +30,7 @@ from stack.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "servicetrade_bench"
-RATE = float(os.environ.get("BENCH_WEBHOOK_RATE", "600"))
+RATE = float(os.environ.get("BENCH_WEBHOOK_RATE", "500"))
 SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "20"))
 OUTAGE_START, OUTAGE_SECONDS = 8.0, 10.0
 
@@ -78,6 +78,7 @@ def _start_api(url: str, home: str, log: Path) -> tuple[subprocess.Popen, int]:
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url.replace(
                "postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/postgres",
            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32), "INTEGRATIONS_DATABASE_URL": url,
+           "AIRFLOW_API_WORKERS": str(settings.API_WORKERS),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "bench.webhook_api_server", str(port)], cwd=ROOT, env=env,

@@ -360,6 +360,12 @@ class ServiceTradeSandbox:
             return token
         return None
 
+    async def _signed_in_body(self, request: Request) -> dict | JSONResponse:
+        """A write's JSON object body, or the answer refusing it: 401 without a session, 400 without an object."""
+        if self._session(request) is None:
+            return _error(401, "Authentication required")
+        return await _json_object(request)
+
     def _routes(self) -> None:
         app = self.app
 
@@ -433,9 +439,7 @@ class ServiceTradeSandbox:
 
         @app.put("/api/invoice/{record_id}")
         async def update_invoice(record_id: int, request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             unknown = sorted(set(body) - INVOICE_WRITABLE)
@@ -457,9 +461,7 @@ class ServiceTradeSandbox:
 
         @app.post("/api/webhook")
         async def create_webhook(request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             try:
@@ -485,9 +487,7 @@ class ServiceTradeSandbox:
 
         @app.put("/api/webhook/{webhook_id}")
         async def update_webhook(webhook_id: int, request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             try:
@@ -510,9 +510,7 @@ class ServiceTradeSandbox:
 
         @app.put("/api/job/{record_id}")
         async def update_job(record_id: int, request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             problems = [f"{field} cannot be set" for field in sorted(set(body) - JOB_WRITABLE)]
@@ -552,9 +550,7 @@ class ServiceTradeSandbox:
 
         @app.post("/api/jobitem")
         async def create_job_item(request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             with self.state.lock:
@@ -573,9 +569,7 @@ class ServiceTradeSandbox:
 
         @app.put("/api/jobitem/{record_id}")
         async def update_job_item(record_id: int, request: Request):
-            if self._session(request) is None:
-                return _error(401, "Authentication required")
-            body = await _json_object(request)
+            body = await self._signed_in_body(request)
             if isinstance(body, JSONResponse):
                 return body
             problems = item_problems(body, creating=False)

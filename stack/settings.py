@@ -27,6 +27,9 @@ SANDBOX_STATE_FILE = LOCAL / "sandbox-state.json"
 EMBEDDED_PG_PORT = int(os.environ.get("EMBEDDED_PG_PORT", "5433"))
 API_PORT = int(os.environ.get("AIRFLOW_API_PORT", "8080"))
 SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
+# Airflow's advice: about one API server worker per core. One worker tops out near 500 ServiceTrade webhook
+# deliveries a second on this 2-core machine (docs/benchmarks.md); two keep p99 near 100 ms there.
+API_WORKERS = int(os.environ.get("AIRFLOW_API_WORKERS", "2"))
 ADMIN_USER = "admin"
 # `DEMO=0 make up` starts empty: no demo tenants, and the DAGs stay paused as Airflow creates them (stack/demo.py).
 DEMO = os.environ.get("DEMO", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -91,6 +94,7 @@ def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(API_PORT),
+        "AIRFLOW__API__WORKERS": str(API_WORKERS),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
         "AIRFLOW__API_AUTH__JWT_SECRET": local.jwt_secret,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",

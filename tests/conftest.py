@@ -272,15 +272,12 @@ def vendor_connections(sandbox, monkeypatch):
 @pytest.fixture
 def serve(db_url, clean_db):
     """`serve(**create_app_options) -> base URL` (…/extractor); every server stops after the test."""
-    import threading
-    import time
-
-    import uvicorn
     from fastapi import FastAPI
 
     from integrations.trustfile.api.app import create_app
+    from tests.loopback import LoopbackServers
 
-    servers = []
+    servers = LoopbackServers()
 
     def start(**options) -> str:
         port = free_port()
@@ -288,19 +285,8 @@ def serve(db_url, clean_db):
         options = {"conninfo": db_url, "token": EXTRACTOR_TOKEN, "public_url": base, **options}
         root = FastAPI()
         root.mount("/extractor", create_app(**options))
-        server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="off"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the extractor API did not start")
-            time.sleep(0.01)
-        servers.append((server, thread))
+        servers.start(root, "the extractor API", port=port)
         return base
 
     yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    servers.stop()

@@ -10,13 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 
 import pytest
 
-from sandbox.launch import free_port
+from tests.loopback import LoopbackServers
 
 UTC = dt.timezone.utc
 USERS = {"admin": "ADMIN", "viewer": "VIEWER"}
@@ -147,8 +145,6 @@ def _airflow_environment(tmp_path_factory, db_url: str) -> tuple[dict[str, str],
 @pytest.fixture(scope="module")
 def airflow_api(airflow_db, db_url, tmp_path_factory):
     """Airflow's API server app with our plugins, served by uvicorn on 127.0.0.1; users `admin` and `viewer`."""
-    import uvicorn
-
     environment, passwords = _airflow_environment(tmp_path_factory, db_url)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
@@ -156,17 +152,9 @@ def airflow_api(airflow_db, db_url, tmp_path_factory):
         from airflow.api_fastapi import app as airflow_app
 
         airflow_app.purge_cached_app()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(airflow_app.create_app(apps="core"), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("Airflow's API server app did not start")
-            time.sleep(0.02)
+        servers = LoopbackServers()
+        port = servers.start(airflow_app.create_app(apps="core"), "Airflow's API server app", lifespan="on",
+                             timeout=30)
         yield AirflowApi(f"http://127.0.0.1:{port}", passwords)
-        server.should_exit = True
-        thread.join(timeout=10)
+        servers.stop()
         airflow_app.purge_cached_app()

@@ -11,10 +11,10 @@ import time
 import psycopg
 import pytest
 import requests
-from conftest import register_account
 
 from sandbox import servicetrade as st
 from sandbox.launch import free_port
+from tests.integrations.servicetrade.webhook_accounts import register_account
 
 ACCOUNT = "outage"
 SECRET = "outage-secret-" + "x" * 24

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 import requests
-from conftest import register_account
 
 from integrations.servicetrade.webhook_config import load
+from tests.integrations.servicetrade.webhook_accounts import register_account
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 
