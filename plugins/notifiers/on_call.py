@@ -38,6 +38,10 @@ class OnCallNotifier(BaseNotifier):
         super().__init__()
         self.timeout_seconds = timeout_seconds
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """Nothing to render (no template fields). Skipping the Jinja environment also spares a DAG-run callback
+        whose context carries a serialized DAG, which has none (dag.test() after a DAG of that id was stored)."""
+
     def notify(self, context) -> None:
         if context.get("reason") == "task_failure":
             # The DAG-run callback (only it carries a `reason`) of a run whose task failed: that

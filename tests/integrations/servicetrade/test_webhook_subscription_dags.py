@@ -124,13 +124,14 @@ def test_the_subscription_is_made_verified_re_enabled_and_replaced_and_its_secre
     ({"account": "integrations_db"}, "of type 'postgres', not 'servicetrade'"),
     ({"account": ACCOUNT, "receiver_url": "ftp://example.com/hooks"}, "'ftp://example.com/hooks' is not an http(s)"),
 ])
-def test_a_bad_form_fails_at_once_naming_the_value_and_calls_nothing(dagbag, receiver, sandbox, conn, capsys,
-                                                                     conf, named):
+def test_a_bad_form_fails_at_once_naming_the_value_and_calls_nothing(dagbag, receiver, sandbox, conn, caplog, conf,
+                                                                     named):
     calls_before = len(sandbox.requests("servicetrade"))
     run = dagbag.get_dag(SUBSCRIBE).test(run_conf={"receiver_url": None, "rotate_secret": False, **conf})
     assert str(run.state) == "failed"
     assert states(run)["check"] == ("failed", 1) and states(run)["ensure"][0] == "upstream_failed"
-    assert named in capsys.readouterr().out
+    [summary] = [r.getMessage() for r in caplog.records if r.name == "notifiers.failures"]
+    assert named in summary and "/runbook.md#bad-input" in summary
     assert len(sandbox.requests("servicetrade")) == calls_before
     assert conn.execute("SELECT count(*) FROM servicetrade.webhook_accounts").fetchone() == (0,)
     conn.commit()
