@@ -34,6 +34,7 @@ from stack import demo, demo_itsperfect, settings
 from stack.connections import SANDBOX_DESCRIPTION, SANDBOX_REALMS, platform_connections, sandbox_connections
 from stack.embedded_pg import SUPERUSER, EmbeddedPostgres, pg_bin
 from stack.processes import ProcessGroup, say, stop_recorded, write_private
+from stack.worker_name import WORKER_NAME_ENV
 
 SANDBOX = [sys.executable, "-m", "sandbox", "--port", str(settings.SANDBOX_PORT),
            "--state-file", str(settings.SANDBOX_STATE_FILE)]
@@ -146,8 +147,12 @@ def up() -> int:
         env = local.pop("env")
         if local["sandboxed"]:
             group.start("sandbox", SANDBOX, env)
+        if settings.EXECUTOR == "celery":
+            start_broker(group, env)
         for name, args in COMPONENTS.items():
             group.start(name, [str(Path(sys.executable).with_name("airflow")), *args], env)
+        if settings.EXECUTOR == "celery":
+            start_workers(group, env)
         started["airflow"] = True
         wait_for_api(group, stop)
         demo_lines = [] if stop["requested"] else run_demo(local, env, lambda: stop["requested"])
@@ -168,6 +173,26 @@ def up() -> int:
         stop_embedded()
         settings.UP_PID_FILE.unlink(missing_ok=True)
     return return_code
+
+
+def start_broker(group: ProcessGroup, env: dict) -> None:
+    from stack.redis_broker import RedisBroker
+
+    broker = RedisBroker(settings.REDIS_DIR, settings.REDIS_PORT, settings.local_secrets().redis_password)
+    group.start("redis", broker.command(), env)
+    broker.wait_ready()
+
+
+def start_workers(group: ProcessGroup, env: dict) -> None:
+    """WORKERS Celery workers, each its own Celery node and its own hostname in task instances (worker1, ...).
+    They share AIRFLOW_HOME's log folder, which the API server reads; only the first serves logs on the worker
+    log port (one port per machine)."""
+    for n in range(1, settings.WORKERS + 1):
+        name = f"worker{n}"
+        command = [str(Path(sys.executable).with_name("airflow")), "celery", "worker", "--celery-hostname",
+                   f"{name}@%h", *(["--skip-serve-logs"] if n > 1 else [])]
+        group.start(name, command, {**env, "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stack.worker_name.hostname",
+                                    WORKER_NAME_ENV: name})
 
 
 def prepare() -> dict:
@@ -274,6 +299,10 @@ def banner(local: dict, demo_lines: list[str]) -> str:
     ]
     if local["sandboxed"]:
         lines.append(f"    its companies, records and tokens are kept in {settings.SANDBOX_STATE_FILE.resolve()}")
+    if settings.EXECUTOR == "celery":
+        workers = ", ".join(f"worker{n}" for n in range(1, settings.WORKERS + 1))
+        lines.append(f"  executor:      CeleryExecutor, {settings.WORKERS} workers ({workers}, concurrency "
+                     f"{settings.WORKER_CONCURRENCY} each), broker Redis on 127.0.0.1:{settings.REDIS_PORT}")
     if demo_lines:
         lines.append("  demo (docs/demo.md):")
         lines += [f"    {line}" for line in demo_lines]

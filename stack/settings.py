@@ -30,6 +30,14 @@ SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
 # Airflow's advice: about one API server worker per core. One worker tops out near 500 ServiceTrade webhook
 # deliveries a second on this 2-core machine (docs/benchmarks.md); two keep p99 near 100 ms there.
 API_WORKERS = int(os.environ.get("AIRFLOW_API_WORKERS", "2"))
+# `EXECUTOR=celery WORKERS=2 make up`: Airflow's CeleryExecutor with a local Redis broker (stack/redis_broker.py)
+# and WORKERS Celery workers; the default stays the LocalExecutor, with nothing more to start.
+EXECUTORS = ("local", "celery")
+EXECUTOR = os.environ.get("EXECUTOR", "local").strip().lower()
+WORKERS = int(os.environ.get("WORKERS", "2"))
+WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "4"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6380"))
+REDIS_DIR = LOCAL / "redis"
 ADMIN_USER = "admin"
 # `DEMO=0 make up` starts empty: no demo tenants, and the DAGs stay paused as Airflow creates them (stack/demo.py).
 DEMO = os.environ.get("DEMO", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -45,6 +53,7 @@ class LocalSecrets:
     integrations_fernet_key: str
     avalara_to_extractor_token: str
     postgres_password: str            # the embedded PostgreSQL's superuser (scram-sha-256; stack/embedded_pg.py)
+    redis_password: str               # the Celery broker's (stack/redis_broker.py)
 
 
 def local_secrets() -> LocalSecrets:
@@ -56,6 +65,7 @@ def local_secrets() -> LocalSecrets:
         "integrations_fernet_key": lambda: Fernet.generate_key().decode(),
         "avalara_to_extractor_token": lambda: secrets.token_urlsafe(32),
         "postgres_password": lambda: secrets.token_urlsafe(32),
+        "redis_password": lambda: secrets.token_urlsafe(32),
     }
     stored = json.loads(SECRETS_FILE.read_text()) if SECRETS_FILE.exists() else {}
     missing = [name for name in fresh if name not in stored]
@@ -75,7 +85,7 @@ def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url
         "AIRFLOW_HOME": str(AIRFLOW_HOME),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **executor_environment(metadata_url, local),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__FERNET_KEY": local.fernet_key,
         "INTEGRATIONS_FERNET_KEY": os.environ.get("INTEGRATIONS_FERNET_KEY") or local.integrations_fernet_key,
@@ -100,4 +110,21 @@ def airflow_environment(metadata_url: str, local: LocalSecrets, integrations_url
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+    }
+
+
+def executor_environment(metadata_url: str, local: LocalSecrets) -> dict[str, str]:
+    """The executor's settings: LocalExecutor, or the CeleryExecutor with the local Redis broker, results kept
+    in Airflow's own database."""
+    if EXECUTOR not in EXECUTORS:
+        raise ValueError(f"EXECUTOR={EXECUTOR!r}: use one of {', '.join(EXECUTORS)}")
+    if EXECUTOR == "local":
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    from stack.redis_broker import RedisBroker
+
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": RedisBroker(REDIS_DIR, REDIS_PORT, local.redis_password).url(),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
     }
