@@ -154,6 +154,10 @@ class ServiceTradeHook(VendorHttpHook):
         answer = self.call("POST", "/webhook", idempotent=False, json={"hookUrl": hook_url, "includeChangesets": False})
         return answer.get("data") or {}
 
+    def enable_webhook(self, webhook_id: int) -> None:
+        """Switch a disabled subscription back on (hookUrl stays: ServiceTrade does not change it in place)."""
+        self.call("PUT", f"/webhook/{int(webhook_id)}", json={"enabled": True})
+
     def delete_webhook(self, webhook_id: int) -> None:
         try:
             self.call("DELETE", f"/webhook/{int(webhook_id)}")

@@ -50,7 +50,6 @@ PIPELINE = "servicetrade_safety_net"
 OVERLAP = dt.timedelta(minutes=5)
 NET_ENTITIES = ("job", "invoice")
 MISSED_LOGGED = 20
-EPOCH = entities.EPOCH
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _keep(conn, hook: ServiceTradeHook, account: str, base: str, kept: dict, oth
     if not kept.get("enabled", False):
         log.warning("ServiceTrade account %s: subscription %s (%s) was disabled; enabling it", account, kept["id"],
                     shown(kept["hookUrl"]))
-        hook.call("PUT", f"/webhook/{int(kept['id'])}", json={"enabled": True})
+        hook.enable_webhook(kept["id"])
         action = "re-enabled"
     with conn.transaction():
         conn.execute("UPDATE servicetrade.webhook_accounts SET previous_sha256 = NULL, subscription_id = %s, "
